@@ -1,0 +1,36 @@
+// The `cellink` subcommands. Each returns the process exit status.
+#pragma once
+
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include "cellink/hypervisor/config.hpp"
+
+namespace cellink::cli {
+
+struct DaemonArgs {
+  std::optional<std::filesystem::path> config;
+  std::filesystem::path runtime_dir;
+  int reattach_grace_ms = 3000;
+  std::string log_level = "info";
+};
+
+int run_daemon(const DaemonArgs& args);
+int run_check(const std::filesystem::path& config);
+int run_status(const std::filesystem::path& runtime_dir, bool json);
+int run_qemu_args(const std::string& cell, const std::optional<std::filesystem::path>& config,
+                  const std::filesystem::path& runtime_dir, const std::string& link);
+int run_demo(const std::optional<std::filesystem::path>& runtime_dir);
+
+// Loads --config FILE, or the embedded default; prints every error to
+// stderr and returns nullopt when the configuration is invalid.
+std::optional<hypervisor::Config> load_config_or_report(
+    const std::optional<std::filesystem::path>& path);
+
+// Asks the daemon on `runtime_dir` for its status JSON. Returns nullopt and
+// fills `error` when no daemon answers.
+std::optional<std::string> query_status(const std::filesystem::path& runtime_dir,
+                                        std::string& error);
+
+}  // namespace cellink::cli

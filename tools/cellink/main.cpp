@@ -1,0 +1,84 @@
+// cellink: the command line. One subcommand per job; see `cellink --help`.
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+
+#include "cellink/hypervisor/daemon.hpp"
+#include "commands.hpp"
+
+int main(int argc, char** argv) {
+  using cellink::hypervisor::default_runtime_dir;
+  CLI::App app{"cellink: inter-cell communication over ivshmem shared memory"};
+  app.require_subcommand(1);
+  std::filesystem::path runtime_dir = default_runtime_dir();
+  const std::string runtime_help =
+      "Runtime directory of the daemon (default: " + runtime_dir.string() + ")";
+
+  cellink::cli::DaemonArgs daemon_args;
+  daemon_args.runtime_dir = runtime_dir;
+  CLI::App* daemon = app.add_subcommand(
+      "daemon",
+      "Play the hypervisor: own each link's memory and serve QEMU's ivshmem-server "
+      "protocol to cells");
+  std::string daemon_config;
+  daemon->add_option("--config", daemon_config, "Configuration file (default: embedded)")
+      ->check(CLI::ExistingFile);
+  daemon->add_option("--runtime-dir", daemon_args.runtime_dir, runtime_help);
+  daemon
+      ->add_option("--reattach-grace", daemon_args.reattach_grace_ms,
+                   "Milliseconds surviving peers get to re-attach after a restart")
+      ->check(CLI::Range(0, 600000));
+  daemon->add_option("--log-level", daemon_args.log_level, "trace, debug, info, warn or error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+
+  CLI::App* check = app.add_subcommand(
+      "check", "Validate a configuration and print each link's layout (exit 1 on errors)");
+  std::filesystem::path check_file;
+  check->add_option("FILE", check_file, "Configuration file")->required();
+  check->add_option("--runtime-dir", runtime_dir, runtime_help);
+
+  CLI::App* status = app.add_subcommand("status", "Show links, peers, states and doorbells");
+  bool status_json = false;
+  status->add_flag("--json", status_json, "Print the daemon's JSON document");
+  status->add_option("--runtime-dir", runtime_dir, runtime_help);
+
+  CLI::App* qemu_args =
+      app.add_subcommand("qemu-args", "Print the QEMU options that make a VM this cell");
+  std::string qemu_cell;
+  std::string qemu_config;
+  std::string qemu_link;
+  qemu_args->add_option("CELL", qemu_cell, "Cell name")->required();
+  qemu_args->add_option("--config", qemu_config, "Configuration file (default: embedded)")
+      ->check(CLI::ExistingFile);
+  qemu_args->add_option("--link", qemu_link, "Only this link (default: every link of the cell)");
+  qemu_args->add_option("--runtime-dir", runtime_dir, runtime_help);
+
+  CLI::App* demo = app.add_subcommand(
+      "demo", "Start a private daemon, attach two host peers and show doorbells and states");
+  std::string demo_dir;
+  demo->add_option("--runtime-dir", demo_dir, "Runtime directory (default: a private one)");
+
+  CLI11_PARSE(app, argc, argv);
+
+  auto optional_path = [](const std::string& text) -> std::optional<std::filesystem::path> {
+    if (text.empty()) return std::nullopt;
+    return std::filesystem::path(text);
+  };
+  try {
+    if (*daemon) {
+      daemon_args.config = optional_path(daemon_config);
+      return cellink::cli::run_daemon(daemon_args);
+    }
+    if (*check) return cellink::cli::run_check(check_file);
+    if (*status) return cellink::cli::run_status(runtime_dir, status_json);
+    if (*qemu_args) {
+      return cellink::cli::run_qemu_args(qemu_cell, optional_path(qemu_config), runtime_dir,
+                                         qemu_link);
+    }
+    if (*demo) return cellink::cli::run_demo(optional_path(demo_dir));
+  } catch (const std::exception& error) {
+    std::cerr << "cellink: " << error.what() << "\n";
+    return 1;
+  }
+  return 1;
+}

@@ -1,0 +1,127 @@
+// `cellink status`: ask the daemon over its control socket.
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <iostream>
+#include <system_error>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "cellink/linux-uio/unique_fd.hpp"
+#include "commands.hpp"
+
+namespace cellink::cli {
+namespace {
+
+constexpr int kReplyTimeoutMs = 5000;
+
+std::string doorbell_summary(const nlohmann::json& peer) {
+  std::string text;
+  const auto& rung = peer["doorbells_rung_by_daemon"];
+  for (std::size_t vector = 0; vector < rung.size(); ++vector) {
+    std::string pending = "-";
+    if (peer.contains("doorbells_pending")) {
+      pending = std::to_string(peer["doorbells_pending"][vector].get<std::uint64_t>());
+    }
+    text += fmt::format("{}v{} {}/{}", text.empty() ? "" : " ", vector, pending,
+                        rung[vector].get<std::uint64_t>());
+  }
+  return text;
+}
+
+}  // namespace
+
+std::optional<std::string> query_status(const std::filesystem::path& runtime_dir,
+                                        std::string& error) {
+  const std::filesystem::path path = runtime_dir / "control.sock";
+  linux_uio::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  if (path.string().size() >= sizeof(address.sun_path)) {
+    error = "runtime dir path too long: " + path.string();
+    return std::nullopt;
+  }
+  std::memcpy(address.sun_path, path.c_str(), path.string().size() + 1);
+  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0) {
+    error = fmt::format(
+        "no daemon answers on {}: {} (start one with `cellink daemon "
+        "--runtime-dir {}`)",
+        path.string(), std::system_category().message(errno), runtime_dir.string());
+    return std::nullopt;
+  }
+  const std::string request = "status\n";
+  if (::send(fd.get(), request.data(), request.size(), MSG_NOSIGNAL) !=
+      static_cast<ssize_t>(request.size())) {
+    error = "cannot send to " + path.string();
+    return std::nullopt;
+  }
+  std::string reply;
+  char buffer[4096];
+  for (;;) {
+    pollfd entry{fd.get(), POLLIN, 0};
+    if (::poll(&entry, 1, kReplyTimeoutMs) <= 0) {
+      error = "the daemon on " + path.string() + " did not answer within 5 s";
+      return std::nullopt;
+    }
+    const ssize_t got = ::read(fd.get(), buffer, sizeof(buffer));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) break;
+    reply.append(buffer, static_cast<std::size_t>(got));
+  }
+  return reply;
+}
+
+int run_status(const std::filesystem::path& runtime_dir, bool json) {
+  std::string error;
+  const std::optional<std::string> reply = query_status(runtime_dir, error);
+  if (!reply) {
+    std::cerr << "cellink status: " << error << "\n";
+    return 1;
+  }
+  if (json) {
+    std::cout << *reply;
+    return 0;
+  }
+  const nlohmann::json status = nlohmann::json::parse(*reply, nullptr, false);
+  if (status.is_discarded() || !status.contains("daemon")) {
+    std::cerr << "cellink status: the daemon sent an unreadable reply\n";
+    return 1;
+  }
+  const auto& daemon = status["daemon"];
+  std::cout << fmt::format("daemon pid {}, runtime dir {}, config {}\n", daemon["pid"].get<long>(),
+                           daemon["runtime_dir"].get<std::string>(),
+                           daemon["config"].get<std::string>());
+  for (const auto& link : status["links"]) {
+    std::cout << fmt::format("\nlink '{}': protocol {}, {} vector(s), backing {}, {} KiB{}\n",
+                             link["name"].get<std::string>(), link["protocol"].get<std::string>(),
+                             link["vectors"].get<int>(), link["backing"].get<std::string>(),
+                             link["memory_size"].get<std::uint64_t>() / 1024,
+                             link["adopted"].get<bool>() ? " (adopted)" : "");
+    std::cout << fmt::format("  {:<3} {:<16} {:<34} {:<18} {}\n", "id", "cell", "client", "state",
+                             "doorbells v: pending/rung-by-daemon");
+    for (const auto& peer : link["peers"]) {
+      std::string client = "not connected";
+      if (peer["connected"].get<bool>()) {
+        client = peer["client"].get<std::string>() == "qemu"
+                     ? fmt::format("qemu (pid {})", peer["pid"].get<long>())
+                     : fmt::format("pid {} ({})", peer["pid"].get<long>(),
+                                   peer["program"].get<std::string>());
+        if (peer["reattached"].get<bool>()) client += " re-attached";
+      }
+      const auto& state = peer["state"];
+      std::cout << fmt::format("  {:<3} {:<16} {:<34} {:<18} {}\n", peer["id"].get<int>(),
+                               peer["cell"].get<std::string>(), client,
+                               fmt::format("{} epoch {}", state["phase"].get<std::string>(),
+                                           state["epoch"].get<std::uint32_t>()),
+                               doorbell_summary(peer));
+    }
+  }
+  return 0;
+}
+
+}  // namespace cellink::cli
