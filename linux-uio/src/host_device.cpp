@@ -17,6 +17,7 @@
 #include "cellink/linux-uio/fd_passing.hpp"
 #include "cellink/linux-uio/reattach_protocol.hpp"
 #include "cellink/linux-uio/server_protocol.hpp"
+#include "cellink/linux-uio/unix_socket.hpp"
 
 namespace cellink::linux_uio {
 namespace {
@@ -30,28 +31,6 @@ constexpr std::uint64_t kSocketTag = ~std::uint64_t{0};
 
 [[noreturn]] void fail(std::errc code, const std::string& what) {
   throw std::system_error(std::make_error_code(code), what);
-}
-
-UniqueFd connect_unix(const std::filesystem::path& path, int& error) {
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd) {
-    error = errno;
-    return {};
-  }
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  const std::string text = path.string();
-  if (text.size() >= sizeof(address.sun_path)) {
-    error = ENAMETOOLONG;
-    return {};
-  }
-  std::memcpy(address.sun_path, text.c_str(), text.size() + 1);
-  while (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0) {
-    if (errno == EINTR) continue;
-    error = errno;
-    return {};
-  }
-  return fd;
 }
 
 // Waits until `fd` is readable or `deadline` passes. Returns false on timeout.

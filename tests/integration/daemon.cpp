@@ -2,14 +2,16 @@
 #include "daemon.hpp"
 
 #include <poll.h>
-#include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <system_error>
+
+#include "cellink/linux-uio/unix_socket.hpp"
 
 namespace cellink::integration {
 namespace {
@@ -30,11 +32,11 @@ void Daemon::start() {
                                    "--runtime-dir", settings_.runtime_dir.string(),
                                    "--log-level",   "info"};
   if (settings_.config) {
-    argv.push_back("--config");
+    argv.emplace_back("--config");
     argv.push_back(settings_.config->string());
   }
   if (settings_.reattach_grace_ms) {
-    argv.push_back("--reattach-grace");
+    argv.emplace_back("--reattach-grace");
     argv.push_back(std::to_string(*settings_.reattach_grace_ms));
   }
   incarnations_.push_back(std::make_unique<Process>(std::move(argv)));
@@ -79,14 +81,9 @@ nlohmann::json query_status(const std::filesystem::path& runtime_dir, millisecon
   auto failed = [&](const std::string& why) {
     return ExpectationFailed("status query on " + path.string() + " failed: " + why);
   };
-  UniqueFd socket(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  if (path.string().size() >= sizeof(address.sun_path)) throw failed("path too long");
-  std::strcpy(address.sun_path, path.c_str());
-  if (::connect(socket.get(), reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0) {
-    throw failed(std::system_category().message(errno));
-  }
+  int error = 0;
+  const UniqueFd socket = linux_uio::connect_unix(path, error);
+  if (!socket) throw failed(std::system_category().message(error));
   const std::string request = "status\n";
   if (::send(socket.get(), request.data(), request.size(), MSG_NOSIGNAL) !=
       static_cast<ssize_t>(request.size())) {

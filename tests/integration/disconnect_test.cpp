@@ -1,7 +1,6 @@
 // What the survivors and the daemon see when a peer goes away: killed with
 // SIGKILL or leaving cleanly, the result must be the same.
-#include <signal.h>
-
+#include <csignal>
 #include <cstdint>
 #include <ostream>
 #include <string>

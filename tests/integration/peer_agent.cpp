@@ -76,7 +76,8 @@ std::string present_list(const HostDevice& device) {
   std::string list;
   for (std::uint32_t peer = 0; peer < device.peer_count(); ++peer) {
     if (!device.peer_present(peer)) continue;
-    list += (list.empty() ? "" : ",") + std::to_string(peer);
+    if (!list.empty()) list += ',';
+    list += std::to_string(peer);
   }
   return list;
 }
@@ -113,7 +114,11 @@ class Agent {
     for (const std::string& text : texts) {
       std::uint64_t value = 0;
       if (!parse_number(text, value)) {
-        print_line("error not a number: '" + text + "' in '" + line + "'");
+        print_line(std::string("error not a number: '")
+                       .append(text)
+                       .append("' in '")
+                       .append(line)
+                       .append("'"));
         return true;
       }
       numbers.push_back(value);

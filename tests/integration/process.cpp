@@ -3,13 +3,13 @@
 
 #include <fcntl.h>
 #include <poll.h>
-#include <signal.h>
 #include <spawn.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstdlib>
 #include <fstream>
 #include <regex>
@@ -332,7 +332,7 @@ TempDir::~TempDir() {
 }
 
 std::filesystem::path TempDir::write_file(const std::string& name, const std::string& text) const {
-  const std::filesystem::path file = path_ / name;
+  std::filesystem::path file = path_ / name;
   std::ofstream stream(file);
   stream << text;
   if (!stream.flush()) throw std::runtime_error("cannot write " + file.string());

@@ -12,6 +12,7 @@
 #include <system_error>
 
 #include "cellink/linux-uio/server_protocol.hpp"
+#include "cellink/linux-uio/unix_socket.hpp"
 
 namespace cellink::integration {
 namespace {
@@ -33,16 +34,11 @@ bool wait_readable(int fd, milliseconds timeout) {
 }  // namespace
 
 RawClient::RawClient(const std::filesystem::path& socket_path) : path_(socket_path) {
-  socket_.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  if (path_.string().size() >= sizeof(address.sun_path)) {
-    throw ExpectationFailed("socket path too long: " + path_.string());
-  }
-  std::memcpy(address.sun_path, path_.c_str(), path_.string().size() + 1);
-  if (::connect(socket_.get(), reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0) {
+  int error = 0;
+  socket_ = linux_uio::connect_unix(path_, error);
+  if (!socket_) {
     throw ExpectationFailed("cannot connect to " + path_.string() + ": " +
-                            std::system_category().message(errno));
+                            std::system_category().message(error));
   }
 }
 

@@ -2,8 +2,7 @@
 // re-attach by themselves to the restarted daemon, and newcomers then reach
 // them. Run with a named backing file (adopted by the new daemon) and with
 // the default memfd (adopted from the first peer that re-attaches).
-#include <signal.h>
-
+#include <csignal>
 #include <cstdint>
 #include <ostream>
 #include <string>

@@ -21,7 +21,7 @@ constexpr milliseconds kQemuStartTimeout{30000};
 
 std::string find_qemu() {
   for (const char* dir : {"/usr/bin", "/usr/local/bin"}) {
-    const std::string path = std::string(dir) + "/qemu-system-x86_64";
+    std::string path = std::string(dir) + "/qemu-system-x86_64";
     if (::access(path.c_str(), X_OK) == 0) return path;
   }
   return {};

@@ -6,7 +6,9 @@
 #include "cellink/hypervisor/daemon.hpp"
 #include "commands.hpp"
 
-int main(int argc, char** argv) {
+namespace {
+
+int run_cli(int argc, char** argv) {
   using cellink::hypervisor::default_runtime_dir;
   CLI::App app{"cellink: inter-cell communication over ivshmem shared memory"};
   app.require_subcommand(1);
@@ -79,6 +81,19 @@ int main(int argc, char** argv) {
   } catch (const std::exception& error) {
     std::cerr << "cellink: " << error.what() << "\n";
     return 1;
+  }
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run_cli(argc, argv);
+  } catch (const std::exception& error) {
+    std::cerr << "cellink: " << error.what() << "\n";
+  } catch (...) {
+    std::cerr << "cellink: unexpected error\n";
   }
   return 1;
 }

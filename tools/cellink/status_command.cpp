@@ -12,7 +12,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "cellink/linux-uio/unique_fd.hpp"
+#include "cellink/linux-uio/unix_socket.hpp"
 #include "commands.hpp"
 
 namespace cellink::cli {
@@ -39,19 +39,13 @@ std::string doorbell_summary(const nlohmann::json& peer) {
 std::optional<std::string> query_status(const std::filesystem::path& runtime_dir,
                                         std::string& error) {
   const std::filesystem::path path = runtime_dir / "control.sock";
-  linux_uio::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  if (path.string().size() >= sizeof(address.sun_path)) {
-    error = "runtime dir path too long: " + path.string();
-    return std::nullopt;
-  }
-  std::memcpy(address.sun_path, path.c_str(), path.string().size() + 1);
-  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0) {
+  int failure = 0;
+  const linux_uio::UniqueFd fd = linux_uio::connect_unix(path, failure);
+  if (!fd) {
     error = fmt::format(
         "no daemon answers on {}: {} (start one with `cellink daemon "
         "--runtime-dir {}`)",
-        path.string(), std::system_category().message(errno), runtime_dir.string());
+        path.string(), std::system_category().message(failure), runtime_dir.string());
     return std::nullopt;
   }
   const std::string request = "status\n";
