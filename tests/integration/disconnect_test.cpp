@@ -31,6 +31,10 @@ class DisconnectTest : public IntegrationTest, public ::testing::WithParamInterf
     a_ = &start_agent("ring", "a");
     b_ = &start_agent("ring", "b");
     c_ = &start_agent("ring", "c");
+    // set_state() rings only the peers a already knows: wait for the joins.
+    (void)a_->expect_event("peer_joined", "peer=1");
+    (void)a_->expect_event("peer_joined", "peer=2");
+    (void)b_->expect_event("peer_joined", "peer=2");
     a_->set_state(kState);
     for (Agent* survivor : {b_, c_}) {
       (void)survivor->await_doorbells(0, 1);

@@ -81,6 +81,7 @@ TEST_F(DoorbellTest, SetStateRingsVectorZeroOnEveryOtherPeerOnly) {
   Agent& a = join("a");
   Agent& b = join("b");
   Agent& c = join("c");
+  a.sync();  // a has taken the joins of b and c: set_state() rings the peers a knows
 
   a.set_state(0x203);
 
