@@ -56,7 +56,8 @@ struct alignas(kCacheLine) IndexLine {
   std::uint64_t value;
   std::uint8_t padding[kCacheLine - sizeof(std::uint64_t)];
 };
-static_assert(sizeof(IndexLine) == kCacheLine && alignof(IndexLine) == kCacheLine);
+static_assert(sizeof(IndexLine) == kCacheLine);
+static_assert(alignof(IndexLine) == kCacheLine);
 static_assert(std::is_trivially_copyable_v<IndexLine> && std::is_standard_layout_v<IndexLine>);
 
 struct ProducerArea {

@@ -1,0 +1,476 @@
+// make_seeds: writes the committed seed corpus, tests/fuzz/corpus/<fuzzer>/.
+// Run through `cmake --build <build dir> --target fuzz-seeds`; CI never runs
+// it. Each seed is a small, meaningful input in the format its fuzzer's
+// header comment describes: valid ring images written by a real
+// RingProducer, the normal call sequences, and one seed per error the
+// fuzzer must reach. libFuzzer mutates from there.
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <initializer_list>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "cellink/transports/ring_format.hpp"
+#include "cellink/transports/ring_producer.hpp"
+#include "cellink/transports/virtq.hpp"
+#include "commands.hpp"
+#include "shared_region.hpp"
+
+namespace {
+
+using namespace cellink::transports;
+using cellink::fuzz::op;
+using cellink::fuzz::SharedRegion;
+using Bytes = std::vector<std::uint8_t>;
+
+// Writes the seeds of one fuzzer into a fresh directory.
+class SeedWriter {
+ public:
+  explicit SeedWriter(std::filesystem::path directory) : directory_(std::move(directory)) {
+    std::filesystem::remove_all(directory_);
+    std::filesystem::create_directories(directory_);
+  }
+  void write(const std::string& name, const Bytes& bytes) {
+    std::ofstream file(directory_ / name, std::ios::binary);
+    file.write(reinterpret_cast<const char*>(bytes.data()),
+               static_cast<std::streamsize>(bytes.size()));
+    if (!file) {
+      std::fprintf(stderr, "make_seeds: cannot write %s\n", (directory_ / name).c_str());
+      std::exit(1);
+    }
+  }
+
+ private:
+  std::filesystem::path directory_;
+};
+
+// --- ring_consumer_fuzzer ---------------------------------------------------
+
+constexpr std::uint8_t kModeProducer = 1;
+constexpr std::uint8_t kSmallHeld = 2;
+constexpr std::uint8_t kRawHeader = 0x10;
+constexpr std::uint8_t kConsumerFirst = 0x20;
+constexpr std::uint8_t capacity_bits(std::uint64_t capacity) {
+  std::uint8_t k = 0;
+  while ((kMinRingCapacity << (2 * k)) < capacity) ++k;
+  return static_cast<std::uint8_t>(k << 2);
+}
+
+// The input format of ring_consumer_fuzzer and virtq_device_fuzzer: flags
+// (config), script length / 2, the script (padded with the no-op 0x0f),
+// the image.
+Bytes script_and_image(std::uint8_t flags, Bytes script, const Bytes& image) {
+  if (script.size() % 2 != 0) script.push_back(0x0f);
+  Bytes input{flags, static_cast<std::uint8_t>(script.size() / 2)};
+  input.insert(input.end(), script.begin(), script.end());
+  input.insert(input.end(), image.begin(), image.end());
+  return input;
+}
+
+// A producer area written by a real RingProducer: `lengths` records on
+// channels 1, 2, ..., all published. Trailing zeros are dropped (the fuzzer
+// pads the image with zeros).
+Bytes ring_image(std::uint64_t capacity, std::initializer_list<std::uint32_t> lengths) {
+  SharedRegion area(kProducerAreaOverhead + capacity);
+  SharedRegion consumer(kConsumerAreaSize);
+  const std::span<std::byte> producer_area = area.bytes();
+  RingProducer producer;
+  if (!producer.init(producer_area, consumer.bytes())) std::abort();
+  std::uint16_t channel = 1;
+  for (const std::uint32_t length : lengths) {
+    std::vector<std::byte> payload(length);
+    for (std::uint32_t i = 0; i < length; ++i) payload[i] = std::byte(i + channel);
+    if (producer.write(payload, channel++) != ProduceStatus::ok) std::abort();
+  }
+  (void)producer.publish();
+  Bytes image(reinterpret_cast<const std::uint8_t*>(producer_area.data()),
+              reinterpret_cast<const std::uint8_t*>(producer_area.data() + producer_area.size()));
+  while (!image.empty() && image.back() == 0) image.pop_back();
+  return image;
+}
+
+// Patches the record header at data offset `position` of an image.
+Bytes with_record(Bytes image, std::uint64_t position, RecordHeader header) {
+  const std::size_t at = kProducerAreaOverhead + position;
+  if (image.size() < at + 8) image.resize(at + 8);
+  const std::uint64_t word = pack(header);
+  for (std::size_t i = 0; i < 8; ++i) image[at + i] = static_cast<std::uint8_t>(word >> (8 * i));
+  return image;
+}
+
+Bytes with_produced(Bytes image, std::uint64_t produced) {
+  if (image.size() < 0x48) image.resize(0x48);
+  for (std::size_t i = 0; i < 8; ++i)
+    image[0x40 + i] = static_cast<std::uint8_t>(produced >> (8 * i));
+  return image;
+}
+
+// A command and its operands stay together on a line.
+// clang-format off
+void ring_consumer_seeds(SeedWriter& out) {
+  const Bytes three = ring_image(4096, {5, 0, 64});
+  {
+    using enum cellink::fuzz::ImageCommand;
+    out.write("image-three-records",
+              script_and_image(capacity_bits(4096),
+                               {op(peek, 2), op(release_all), op(arm), op(drain)}, three));
+    out.write("image-held-out-of-order",
+              script_and_image(kSmallHeld | capacity_bits(1024),
+                               {op(peek, 5), op(release, 2), op(release, 0), op(peek),
+                                op(release_all, 1), op(drain), op(arm)},
+                               ring_image(1024, {1, 2, 3, 4, 5, 6, 7})));
+    // Records that fill a 256-byte ring exactly (the last is a wrap
+    // padding), presented again and again: the consumer reads around.
+    Bytes cycle = ring_image(256, {40, 40, 40, 40, 40});
+    cycle = with_record(cycle, 240, {8, 0, kRecordPadding});
+    out.write(
+        "image-wrap-cycles",
+        script_and_image(capacity_bits(256),
+                         {op(produced_full), op(drain), op(produced_full), op(drain),
+                          op(peek, 3), op(release_all, 1), op(produced_full), op(drain), op(arm)},
+                         with_produced(cycle, 0)));
+    // Not ready until the magic appears, with a stale produced (5000, more
+    // than the ring) that arm_wakeup() must not read; then produced = 96,
+    // the magic, and a normal drain. (Regression: arm_wakeup() once
+    // validated the stale value and broke the ring.)
+    Bytes no_magic = with_produced(three, 5000);
+    for (std::size_t i = 0; i < 4; ++i) no_magic[i] = 0;
+    out.write("image-not-ready-then-magic",
+              script_and_image(kRawHeader | capacity_bits(4096),
+                               {op(peek), op(arm), op(peek),
+                                op(produced_set), 96, 0, 0, 0, 0, 0, 0, 0, op(ring_header),
+                                op(drain)},
+                               no_magic));
+    Bytes version2 = three;
+    version2[4] = 2;
+    out.write("image-geometry-mismatch",
+              script_and_image(kRawHeader | capacity_bits(4096), {op(peek), op(drain)}, version2));
+    out.write("image-bad-flags", script_and_image(capacity_bits(4096), {op(drain)},
+                                                  with_record(three, 0, {5, 1, 0x8000})));
+    out.write("image-record-crosses-end",
+              script_and_image(capacity_bits(256), {op(produced_full), op(drain)},
+                               with_produced(with_record(ring_image(256, {}), 0, {300, 1, 0}), 0)));
+    out.write(
+        "image-record-overruns-published",
+        script_and_image(capacity_bits(4096), {op(drain)}, with_record(three, 0, {4000, 1, 0})));
+    out.write(
+        "image-produced-backwards",
+        script_and_image(capacity_bits(4096), {op(drain), op(produced_back), op(peek)}, three));
+    out.write(
+        "image-produced-beyond-capacity",
+        script_and_image(capacity_bits(64),
+                         {op(drain), op(produced_set), 72, 0, 0, 0, 0, 0, 0, 0, op(peek)}, {}));
+  }
+  {
+    using enum cellink::fuzz::ProducerModeCommand;
+    out.write("producer-fifo",
+              script_and_image(
+                  kModeProducer | capacity_bits(4096),
+                  {op(arm), op(write), 10, op(write, 2), 0, op(publish), op(peek, 1),
+                   op(release_all), op(arm), op(write, 4), 200, op(publish), op(drain), op(arm)},
+                  {}));
+    out.write("producer-small-ring-full",
+              script_and_image(kModeProducer | kSmallHeld | capacity_bits(64),
+                               {op(write), 20, op(write), 20, op(write), 20, op(publish),
+                                op(peek), op(write), 20, op(release_all), op(write), 20,
+                                op(publish), op(drain), op(write), 16, op(write), 16,
+                                op(publish), op(drain)},
+                               {}));
+    out.write(
+        "producer-reservations",
+        script_and_image(kModeProducer | capacity_bits(256),
+                         {op(reserve_commit, 7), 30, 40, 50, 60, 5, 0, 50, 60, op(publish),
+                          op(drain), op(reserve_commit, 3), 100, 100, 0, op(publish), op(drain)},
+                         {}));
+    out.write("producer-corrupt-header-word",
+              script_and_image(kModeProducer | capacity_bits(1024),
+                               {op(write), 10, op(write), 10, op(publish),
+                                op(record_header), 3, 0, 0xff, 0, 0, 0, op(drain)},
+                               {}));
+    // Stale memory from an earlier ring (produced = 64), the consumer
+    // attached and armed first. (Regression: arm_wakeup() once accepted
+    // the stale produced and then yielded eight records nobody published.)
+    out.write("producer-consumer-first-stale",
+              script_and_image(kModeProducer | kConsumerFirst | capacity_bits(4096),
+                               {op(drain), op(write), 10, op(publish), op(drain)},
+                               with_produced(three, 64)));
+  }
+}
+// clang-format on
+
+// --- ring_producer_fuzzer ---------------------------------------------------
+
+// byte 0: capacity selector; then ProducerCommand.
+Bytes producer_input(std::uint64_t capacity, std::initializer_list<std::uint8_t> script) {
+  Bytes input{static_cast<std::uint8_t>(capacity_bits(capacity) >> 2)};
+  input.insert(input.end(), script.begin(), script.end());
+  return input;
+}
+
+// A command and its operands stay together on a line.
+// clang-format off
+void ring_producer_seeds(SeedWriter& out) {
+  using enum cellink::fuzz::ProducerCommand;
+  out.write("fill-release-refill",
+            producer_input(64, {op(write), 16, op(write), 16, op(write), 16, op(publish),
+                                op(consumed_behind), op(write), 16, op(write), 16, op(publish),
+                                op(consumed_behind, 1), op(write), 16, op(publish)}));
+  out.write("wrap-cycles",
+            producer_input(
+                256, {op(write), 100, op(write), 100, op(publish), op(consumed_behind),
+                      op(write), 100, op(publish), op(consumed_behind), op(write), 100,
+                      op(write), 90, op(publish), op(consumed_behind), op(write), 120,
+                      op(publish)}));
+  // write() with reservations in flight must be refused without a trace.
+  // (Regression: it once abandoned a reservation and wedged every later
+  // commit; the final write shows it.)
+  out.write("reservations-in-flight",
+            producer_input(1024, {op(reserve), 10, op(reserve), 20, op(reserve), 30,
+                                  op(commit, 3), 3, op(write), 5, op(commit), 0, op(commit), 50,
+                                  op(publish), op(write), 5, op(publish)}));
+  out.write("doorbell-armed",
+            producer_input(
+                256, {op(wake_after, 2), op(write), 8, op(publish), op(write), 8, op(publish),
+                      op(wake_after, 4), op(write), 8, op(publish), op(write), 8, op(publish)}));
+  out.write(
+      "consumed-backwards",
+      producer_input(64, {op(write), 16, op(write), 16, op(publish), op(consumed_behind),
+                          op(write), 16, op(write), 16, op(write), 16, op(consumed_back),
+                          op(write), 16}));
+  out.write("consumed-beyond-published",
+            producer_input(64, {op(write), 16, op(write), 16, op(publish), op(consumed_beyond),
+                                op(write), 16, op(write), 16}));
+  out.write("consumed-huge",
+            producer_input(64, {op(consumed_set), 0xf8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                op(write), 24, op(write), 24, op(write), 24}));
+  out.write("too-large",
+            producer_input(64, {op(write), 25, op(reserve, 1), 0x00, 0x10, op(publish)}));
+}
+// clang-format on
+
+// --- virtq_device_fuzzer ----------------------------------------------------
+
+// The driver's areas as the device fuzzer's image lays them out: descriptor
+// table, then avail ring (flags, idx, ring[N], used_event).
+struct DriverImage {
+  explicit DriverImage(std::uint32_t n)
+      : n(n), bytes(VirtqLayout::desc_bytes(n) + VirtqLayout::avail_bytes(n)) {}
+  DriverImage& desc(std::uint32_t i, std::uint64_t addr, std::uint32_t len, std::uint16_t flags,
+                    std::uint16_t next) {
+    put(16 * std::size_t{i}, addr, 8);
+    put(16 * std::size_t{i} + 8, len, 4);
+    put(16 * std::size_t{i} + 12, flags, 2);
+    put(16 * std::size_t{i} + 14, next, 2);
+    return *this;
+  }
+  // Publishes `heads` in order: ring[0..] and avail.idx.
+  DriverImage& avail(std::initializer_list<std::uint16_t> heads) {
+    std::uint16_t idx = 0;
+    for (const std::uint16_t head : heads)
+      put(VirtqLayout::desc_bytes(n) + 4 + 2 * std::size_t{idx++ % n}, head, 2);
+    put(VirtqLayout::desc_bytes(n) + 2, idx, 2);
+    return *this;
+  }
+  void put(std::size_t at, std::uint64_t value, std::size_t width) {
+    for (std::size_t i = 0; i < width; ++i)
+      bytes[at + i] = static_cast<std::uint8_t>(value >> (8 * i));
+  }
+  std::uint32_t n;
+  Bytes bytes;
+};
+
+constexpr std::uint8_t log2(std::uint32_t n) {
+  std::uint8_t k = 0;
+  while ((1U << k) < n) ++k;
+  return k;
+}
+
+// Where the device fuzzer puts its data area for a contiguous queue at 0.
+std::uint64_t data_offset(std::uint32_t n) {
+  VirtqLayout layout;
+  if (VirtqLayout::compute(0, n, layout) != VirtqError::ok) std::abort();
+  return (layout.end() + 15) / 16 * 16;
+}
+
+// A command and its operands stay together on a line.
+// clang-format off
+void virtq_device_seeds(SeedWriter& out) {
+  using enum cellink::fuzz::DeviceCommand;
+  const std::uint8_t n8 = log2(8);
+  // A driver adds a 2-descriptor chain (1 readable, 1 writable) at desc[0];
+  // the device pops, uses and pushes it, publishes, arms; twice.
+  out.write("roundtrip", script_and_image(n8, {op(arm_notify), op(driver_add, 5), 0, 0, 4, 8, 8,
+                                               op(pop), op(push_held), 32, 0, op(publish),
+                                               op(arm_notify),
+                                               op(driver_add, 5), 2, 16, 4, 24, 4, op(pop),
+                                               op(push_held), 16, 0, op(publish), op(pop)},
+                                          {}));
+  out.write("many-rounds-small-queue",
+            script_and_image(
+                log2(2),
+                {op(driver_add, 1), 0, 0, 4, 0, 4, op(pop), op(push_held), 4, 0, op(publish),
+                 op(driver_add, 1), 0, 0, 4, 0, 4, op(pop), op(push_held), 4, 0, op(publish),
+                 op(driver_add, 1), 0, 0, 4, 0, 4, op(pop), op(push_held), 4, 0, op(publish),
+                 op(arm_notify), op(pop)},
+                {}));
+  const std::uint64_t data = data_offset(8);
+  // Four chains published in the image; popped, pushed out of order.
+  DriverImage four(8);
+  four.desc(0, data, 16, kVirtqDescNext, 1).desc(1, data + 16, 16, kVirtqDescWrite, 0);
+  four.desc(2, data + 32, 8, 0, 0).desc(3, data + 64, 32, kVirtqDescWrite, 0);
+  four.desc(4, data + 96, 0, kVirtqDescNext, 5).desc(5, data + 96, 4, kVirtqDescNext, 6);
+  four.desc(6, data + 100, 4, kVirtqDescWrite, 0);
+  out.write(
+      "image-four-chains",
+      script_and_image(n8,
+                       {op(pop, 3), op(push_held, 1), 8, 0, op(push_held), 0, 0, op(publish),
+                        op(push_held), 16, 0, op(push_held), 0, 0, op(publish), op(arm_notify)},
+                       four.avail({0, 2, 3, 4}).bytes));
+  // One image per fault the device must latch.
+  DriverImage loop(8);
+  loop.desc(0, data, 4, kVirtqDescNext, 1).desc(1, data, 4, kVirtqDescNext, 0);
+  out.write("chain-loop",
+            script_and_image(n8, {op(pop), op(pop), op(publish)}, loop.avail({0}).bytes));
+  DriverImage indirect(8);
+  out.write("indirect",
+            script_and_image(n8, {op(pop)},
+                             indirect.desc(0, data, 16, kVirtqDescIndirect, 0).avail({0}).bytes));
+  DriverImage beyond(8);
+  out.write(
+      "buffer-out-of-section",
+      script_and_image(n8, {op(pop)}, beyond.desc(0, data + 1000, 100, 0, 0).avail({0}).bytes));
+  DriverImage order(8);
+  order.desc(0, data, 4, kVirtqDescNext | kVirtqDescWrite, 1).desc(1, data + 4, 4, 0, 0);
+  out.write("bad-order", script_and_image(n8, {op(pop)}, order.avail({0}).bytes));
+  DriverImage next(8);
+  out.write(
+      "bad-next",
+      script_and_image(n8, {op(pop)}, next.desc(0, data, 4, kVirtqDescNext, 9).avail({0}).bytes));
+  DriverImage head(8);
+  out.write("bad-head", script_and_image(n8, {op(pop)}, head.avail({8}).bytes));
+  DriverImage twice(8);
+  out.write("head-in-use",
+            script_and_image(n8, {op(pop, 1)}, twice.desc(0, data, 4, 0, 0).avail({0, 0}).bytes));
+  out.write("avail-idx-jump",
+            script_and_image(n8, {op(avail_idx, 9), op(pop), op(arm_notify)}, {}));
+  // Six linked descriptors: too long for MaxSegments 4 (config bit 4).
+  DriverImage six(8);
+  for (std::uint16_t i = 0; i < 6; ++i) {
+    const auto flags = static_cast<std::uint16_t>(i < 5 ? kVirtqDescNext : 0);
+    six.desc(i, data + 8 * std::uint64_t{i}, 8, flags, static_cast<std::uint16_t>(i + 1));
+  }
+  out.write("six-segments-max-4", script_and_image(0x10 | n8, {op(pop)}, six.avail({0}).bytes));
+  // The device's own mistakes, refused without latching.
+  out.write("push-misuse", script_and_image(n8,
+                                            {op(push), 3, 0, 0, 0,
+                                             op(driver_add, 1), 0, 0, 4, 0, 4, op(pop),
+                                             op(push_held), 0xff, 0xff, op(push_held), 4, 0,
+                                             op(push), 0, 0, 0, 0, op(publish)},
+                                            {}));
+  out.write("queue-too-large", script_and_image(log2(512), {op(pop)}, {}));
+  // Areas placed by the script (config bit 5): desc 0x1000, avail 0x800,
+  // used 0x2000; then an overlapping placement that init() must refuse.
+  out.write("separate-areas",
+            script_and_image(0x20 | n8,
+                             {0x00, 0x10, 0x00, 0x08, 0x00, 0x20, op(driver_add, 5), 0, 0, 4, 0, 4,
+                              op(pop), op(push_held), 4, 0, op(publish)},
+                             {}));
+  out.write("separate-areas-overlap",
+            script_and_image(0x20 | n8, {0x00, 0x10, 0x40, 0x10, 0x00, 0x20, op(pop)}, {}));
+}
+// clang-format on
+
+// --- virtq_driver_fuzzer ----------------------------------------------------
+
+Bytes driver_input(std::uint32_t n, std::initializer_list<std::uint8_t> script) {
+  Bytes input{log2(n)};
+  input.insert(input.end(), script.begin(), script.end());
+  return input;
+}
+
+// A command and its operands stay together on a line.
+// clang-format off
+void virtq_driver_seeds(SeedWriter& out) {
+  using enum cellink::fuzz::DriverCommand;
+  out.write("roundtrip", driver_input(8, {op(arm_interrupt), op(add, 5), 0, 4, 8, 8, op(publish),
+                                          op(device_complete), 16, 0, op(collect),
+                                          op(arm_interrupt), op(add, 4), 0, 4, op(publish),
+                                          op(device_complete), 4, 0, op(collect),
+                                          op(arm_interrupt)}));
+  out.write("out-of-order-completion", driver_input(8, {op(add, 1), 0, 4, op(add, 4), 4, 4,
+                                                        op(add, 4), 8, 4, op(publish),
+                                                        op(device_complete, 1), 2, 0,
+                                                        op(device_complete), 16, 0,
+                                                        op(collect, 2),
+                                                        op(device_complete), 0, 0, op(collect),
+                                                        op(arm_interrupt)}));
+  out.write("many-rounds-small-queue", driver_input(2, {op(add, 1), 0, 1, op(publish),
+                                                        op(device_complete), 0, 0, op(collect),
+                                                        op(add, 1), 0, 1, op(publish),
+                                                        op(device_complete), 0, 0, op(collect),
+                                                        op(add, 1), 0, 1, op(publish),
+                                                        op(device_complete), 0, 0, op(collect),
+                                                        op(add, 1), 0, 1, op(add, 1), 0, 1,
+                                                        op(add, 1), 0, 1, op(publish),
+                                                        op(device_complete), 0, 0,
+                                                        op(device_complete, 1), 0, 0,
+                                                        op(collect, 1), op(arm_interrupt)}));
+  // The caller's own mistakes, refused without latching.
+  out.write("no-space-too-many", driver_input(4, {op(add_all), op(add_all, 1),
+                                                  op(add, 3), 0, 1, 0, 1, 0, 1,
+                                                  op(add, 2), 0, 1, 0, 1}));
+  out.write("caller-buffer-errors",
+            driver_input(8, {op(add), op(add, 1), 0x80, 0, 0, 16, 0,
+                             op(add, 1), 0x80, 0xff, 0xff, 0xff, 0xff, op(add, 1), 0x7f, 0xff,
+                             op(add, 1), 0x80, 0x20, 0, 4, 0}));
+  // One script per fault the driver must latch.
+  out.write("bad-used-id",
+            driver_input(8, {op(add, 1), 0, 4, op(publish),
+                             op(used_slot), 0, 7, 0, 0, 0, 0, 0, 0, 0, op(used_idx, 1),
+                             op(collect), op(collect)}));
+  out.write("bad-used-len", driver_input(8, {op(add, 4), 0, 4, op(publish),
+                                             op(device_complete, 8), 0xe8, 0x03, op(collect),
+                                             op(publish)}));
+  out.write("used-idx-jump", driver_input(8, {op(add, 1), 0, 4, op(publish), op(used_idx, 5),
+                                              op(collect), op(arm_interrupt)}));
+  out.write(
+      "event-idx",
+      driver_input(
+          8,
+          {op(avail_event), 0, 0, op(add, 1), 0, 1, op(publish), op(add, 1), 0, 1, op(publish),
+           op(avail_event), 2, 0, op(add, 1), 0, 1, op(publish), op(add, 1), 0, 1, op(publish)}));
+}
+// clang-format on
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: %s <tests/fuzz/corpus directory>\n", argv[0]);
+    return 2;
+  }
+  const std::filesystem::path root = argv[1];
+  {
+    SeedWriter out(root / "ring_consumer_fuzzer");
+    ring_consumer_seeds(out);
+  }
+  {
+    SeedWriter out(root / "ring_producer_fuzzer");
+    ring_producer_seeds(out);
+  }
+  {
+    SeedWriter out(root / "virtq_device_fuzzer");
+    virtq_device_seeds(out);
+  }
+  {
+    SeedWriter out(root / "virtq_driver_fuzzer");
+    virtq_driver_seeds(out);
+  }
+  return 0;
+}
