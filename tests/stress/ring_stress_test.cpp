@@ -36,6 +36,7 @@
 
 #include <gtest/gtest.h>
 
+#include "aligned_section.hpp"
 #include "cellink/transports/ring_consumer.hpp"
 #include "cellink/transports/ring_format.hpp"
 #include "cellink/transports/ring_producer.hpp"
@@ -69,20 +70,7 @@ std::uint64_t message_count(std::uint64_t usual) {
   return kUnderTsan ? 200'000 : usual;
 }
 
-// Zeroed, 64-byte aligned memory standing in for an output section.
-struct alignas(kCacheLine) Line {
-  std::byte bytes[kCacheLine];
-};
-class Section {
- public:
-  explicit Section(std::size_t size) : lines_(size / kCacheLine) {}
-  [[nodiscard]] std::span<std::byte> bytes() {
-    return {reinterpret_cast<std::byte*>(lines_.data()), lines_.size() * kCacheLine};
-  }
-
- private:
-  std::vector<Line> lines_;
-};
+using Section = test_support::AlignedSection;
 
 // Both areas of one ring, and the shared words as a debugger would read them.
 struct SharedRing {

@@ -16,6 +16,7 @@
 
 #include <gtest/gtest.h>
 
+#include "aligned_section.hpp"
 #include "cellink/transports/ring_consumer.hpp"
 #include "cellink/transports/ring_format.hpp"
 #include "cellink/transports/ring_producer.hpp"
@@ -40,20 +41,7 @@ namespace {
 
 using Reservation = RingProducer::Reservation;
 
-// Zeroed, 64-byte aligned memory standing in for an output section.
-struct alignas(kCacheLine) Line {
-  std::byte bytes[kCacheLine];
-};
-class Section {
- public:
-  explicit Section(std::size_t size) : lines_(size / kCacheLine) {}
-  [[nodiscard]] std::span<std::byte> bytes() {
-    return {reinterpret_cast<std::byte*>(lines_.data()), lines_.size() * kCacheLine};
-  }
-
- private:
-  std::vector<Line> lines_;
-};
+using Section = test_support::AlignedSection;
 
 // One ring in plain memory: both ends, and the shared words as the peer sees them.
 template <std::size_t MaxHeld = 64>
