@@ -122,7 +122,7 @@ TEST_F(QemuClient, SecondQemuForAnAttachedCellIsRefusedAndTheFirstStaysUp) {
   const std::filesystem::path config = write_config(link_config("vm", {"host", "guest"}, 1));
   start_daemon(config);
   Agent& host = start_agent("vm", "host");
-  Process& first = start_qemu("guest", config);
+  (void)start_qemu("guest", config);
   host.expect_event("peer_joined", "peer=1");
   std::unique_ptr<Process> kept = std::move(qemu_);
 
@@ -140,7 +140,6 @@ TEST_F(QemuClient, SecondQemuForAnAttachedCellIsRefusedAndTheFirstStaysUp) {
   expect_qemu_serving();
   EXPECT_EQ(host.doorbell(1, 0), "ok");
   EXPECT_TRUE(host.take_events("peer_left").empty()) << "the first guest must not have left";
-  EXPECT_EQ(&first, qemu_.get());
 }
 
 }  // namespace

@@ -424,4 +424,36 @@ inline void virtq_store(T& field, T value, std::memory_order order) noexcept {
   std::atomic_ref<T>(field).store(value, order);
 }
 
+// VirtqEndpoint: what the driver and device halves share: the rings they
+// attach to, the latched fault, the accessors, and placing a queue at an
+// offset. Derived (CRTP) is VirtqDriver or VirtqDevice and provides
+// init(section, layout), which resets fault_ and attaches rings_.
+template <typename Derived>
+class VirtqEndpoint {
+ public:
+  // Places the queue contiguously at queue_offset (see VirtqLayout::compute).
+  [[nodiscard]] VirtqError init(std::span<std::byte> section, std::uint64_t queue_offset,
+                                std::uint32_t queue_size) noexcept {
+    VirtqLayout layout;
+    const VirtqError error = VirtqLayout::compute(queue_offset, queue_size, layout);
+    if (error != VirtqError::ok) {
+      fault_ = VirtqFault{};
+      return error;
+    }
+    return static_cast<Derived*>(this)->init(section, layout);
+  }
+
+  [[nodiscard]] VirtqError error() const noexcept { return fault_.error; }
+  [[nodiscard]] const VirtqFault& fault() const noexcept { return fault_; }
+  [[nodiscard]] const VirtqLayout& layout() const noexcept { return rings_.layout(); }
+  [[nodiscard]] std::uint32_t queue_size() const noexcept { return rings_.queue_size(); }
+
+ protected:
+  VirtqEndpoint() noexcept = default;
+  ~VirtqEndpoint() = default;
+
+  VirtqRings rings_;
+  VirtqFault fault_;
+};
+
 }  // namespace cellink::transports

@@ -81,7 +81,11 @@ class VirtqChain {
 // descriptor); init() accepts any valid N up to it. MaxSegments bounds the
 // chains pop() accepts.
 template <std::uint32_t MaxQueueSize = 256, std::size_t MaxSegments = 16>
-class VirtqDevice {
+class VirtqDevice : public VirtqEndpoint<VirtqDevice<MaxQueueSize, MaxSegments>> {
+  using Endpoint = VirtqEndpoint<VirtqDevice<MaxQueueSize, MaxSegments>>;
+  using Endpoint::fault_;
+  using Endpoint::rings_;
+
   static_assert(MaxQueueSize >= 1 && MaxQueueSize <= kVirtqMaxQueueSize,
                 "MaxQueueSize must be 1..32768");
 
@@ -92,17 +96,7 @@ class VirtqDevice {
   VirtqDevice(const VirtqDevice&) = delete;
   VirtqDevice& operator=(const VirtqDevice&) = delete;
 
-  // Places the queue contiguously at queue_offset (see VirtqLayout::compute).
-  [[nodiscard]] VirtqError init(std::span<std::byte> section, std::uint64_t queue_offset,
-                                std::uint32_t queue_size) noexcept {
-    VirtqLayout layout;
-    const VirtqError error = VirtqLayout::compute(queue_offset, queue_size, layout);
-    if (error != VirtqError::ok) {
-      fault_ = VirtqFault{};
-      return error;
-    }
-    return init(section, layout);
-  }
+  using Endpoint::init;  // init(section, queue_offset, queue_size)
 
   // Attaches to the areas in `layout` and zeroes the used ring; reads nothing
   // from shared memory. The descriptor table and avail ring are the driver's
@@ -256,11 +250,6 @@ class VirtqDevice {
     return virtq_load(rings_.avail_idx(), std::memory_order_relaxed) == last_avail_;
   }
 
-  [[nodiscard]] VirtqError error() const noexcept { return fault_.error; }
-  [[nodiscard]] const VirtqFault& fault() const noexcept { return fault_; }
-  [[nodiscard]] const VirtqLayout& layout() const noexcept { return rings_.layout(); }
-  [[nodiscard]] std::uint32_t queue_size() const noexcept { return rings_.queue_size(); }
-
  private:
   VirtqError fail(Chain& out, VirtqError error, const char* field, std::uint32_t position,
                   std::uint64_t value, std::uint64_t expected_min,
@@ -270,8 +259,6 @@ class VirtqDevice {
     return error;
   }
 
-  VirtqRings rings_;
-  VirtqFault fault_;
   std::uint16_t last_avail_ = 0;                // next avail index to pop
   std::uint16_t avail_cache_ = 0;               // avail.idx as last read and validated
   std::uint16_t used_shadow_ = 0;               // used.idx as it will be after the next publish()

@@ -37,7 +37,11 @@ struct VirtqCompletion {
 // MaxQueueSize sizes the private shadows (about 16 bytes per descriptor);
 // init() accepts any valid N up to it.
 template <std::uint32_t MaxQueueSize = 256>
-class VirtqDriver {
+class VirtqDriver : public VirtqEndpoint<VirtqDriver<MaxQueueSize>> {
+  using Endpoint = VirtqEndpoint<VirtqDriver<MaxQueueSize>>;
+  using Endpoint::fault_;
+  using Endpoint::rings_;
+
   static_assert(MaxQueueSize >= 1 && MaxQueueSize <= kVirtqMaxQueueSize,
                 "MaxQueueSize must be 1..32768");
 
@@ -46,17 +50,7 @@ class VirtqDriver {
   VirtqDriver(const VirtqDriver&) = delete;
   VirtqDriver& operator=(const VirtqDriver&) = delete;
 
-  // Places the queue contiguously at queue_offset (see VirtqLayout::compute).
-  [[nodiscard]] VirtqError init(std::span<std::byte> section, std::uint64_t queue_offset,
-                                std::uint32_t queue_size) noexcept {
-    VirtqLayout layout;
-    const VirtqError error = VirtqLayout::compute(queue_offset, queue_size, layout);
-    if (error != VirtqError::ok) {
-      fault_ = VirtqFault{};
-      return error;
-    }
-    return init(section, layout);
-  }
+  using Endpoint::init;  // init(section, queue_offset, queue_size)
 
   // Attaches to the areas in `layout`, zeroes the descriptor table and the
   // avail ring, and forgets every chain. The used ring is the device's to
@@ -221,10 +215,6 @@ class VirtqDriver {
     return virtq_load(rings_.used_idx(), std::memory_order_relaxed) == last_used_;
   }
 
-  [[nodiscard]] VirtqError error() const noexcept { return fault_.error; }
-  [[nodiscard]] const VirtqFault& fault() const noexcept { return fault_; }
-  [[nodiscard]] const VirtqLayout& layout() const noexcept { return rings_.layout(); }
-  [[nodiscard]] std::uint32_t queue_size() const noexcept { return rings_.queue_size(); }
   [[nodiscard]] std::uint32_t free_descriptors() const noexcept { return free_count_; }
 
  private:
@@ -258,8 +248,6 @@ class VirtqDriver {
     return error;
   }
 
-  VirtqRings rings_;
-  VirtqFault fault_;
   std::uint16_t free_head_ = 0;          // first free descriptor; chained through next_free_
   std::uint32_t free_count_ = 0;         // free descriptors
   std::uint32_t unpublished_count_ = 0;  // heads added since the last publish()
