@@ -218,7 +218,7 @@ class ConsumerUnderTest {
     std::memcpy(&word, data_begin + header_offset, sizeof word);
     const RecordHeader header = unpack(word);
     FUZZ_CHECK(header.length == record.payload.size() && header.channel == record.channel &&
-                   header.flags == 0,
+                   header.flags == record.flags && (header.flags & kRecordPadding) == 0,
                "record (%zu bytes, channel %u) disagrees with its header (%u, %u, flags %u)",
                record.payload.size(), record.channel, header.length, header.channel, header.flags);
     FUZZ_CHECK(last_sequence_ == ~std::uint64_t{0} || record.sequence > last_sequence_,

@@ -56,7 +56,8 @@ int run_cli(int argc, char** argv) {
   qemu_args->add_option("--runtime-dir", runtime_dir, runtime_help);
 
   CLI::App* demo = app.add_subcommand(
-      "demo", "Start a private daemon, attach two host peers and show doorbells and states");
+      "demo",
+      "Start a private daemon and show doorbells, states, channels and the example programs");
   std::string demo_dir;
   demo->add_option("--runtime-dir", demo_dir, "Runtime directory (default: a private one)");
 

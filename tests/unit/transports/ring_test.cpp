@@ -437,7 +437,7 @@ TEST(RingReservations, CommittingMoreBytesThanReservedIsRejected) {
   EXPECT_EQ(ring.producer.commit(reservation, 8), ProduceStatus::ok);
 }
 
-TEST(RingReservations, ShrunkCommitLeavesAPaddingRecordThatTheConsumerSkips) {
+TEST(RingReservations, ShrunkCommitOfTheNewestReservationGivesTheRestBack) {
   TestRing<> ring(256);
   for (std::uint32_t reserved = 0; reserved <= 40; ++reserved) {
     for (std::uint32_t used = 0; used <= reserved; ++used) {
@@ -446,7 +446,30 @@ TEST(RingReservations, ShrunkCommitLeavesAPaddingRecordThatTheConsumerSkips) {
       fill(reservation.payload.first(used), used);
       ASSERT_EQ(ring.producer.commit(reservation, used), ProduceStatus::ok);
       (void)ring.producer.publish();
-      const auto records = raw_records(ring, reservation.header, reservation.end);
+      const std::uint64_t end = reservation.header + record_stride(used);
+      EXPECT_EQ(ring.producer.published(), end) << reserved << " shrunk to " << used;
+      ASSERT_NO_FATAL_FAILURE(receive(ring, used, 4, used));
+      Record record;
+      EXPECT_EQ(ring.consumer.peek(record), ConsumeStatus::empty);
+      EXPECT_EQ(ring.consumed(), end) << "no padding left for the consumer to skip";
+    }
+  }
+}
+
+TEST(RingReservations, ShrunkCommitBeforeALaterReservationLeavesPaddingTheConsumerSkips) {
+  TestRing<> ring(256);
+  for (std::uint32_t reserved = 0; reserved <= 40; ++reserved) {
+    for (std::uint32_t used = 0; used <= reserved; ++used) {
+      Reservation first;
+      Reservation second;
+      ASSERT_EQ(ring.producer.reserve(reserved, 4, first), ProduceStatus::ok);
+      ASSERT_EQ(ring.producer.reserve(8, 5, second), ProduceStatus::ok);
+      fill(first.payload.first(used), used);
+      fill(second.payload, 8);
+      ASSERT_EQ(ring.producer.commit(first, used), ProduceStatus::ok);
+      ASSERT_EQ(ring.producer.commit(second, 8), ProduceStatus::ok);
+      (void)ring.producer.publish();
+      const auto records = raw_records(ring, first.header, first.end);
       const bool padded = record_stride(used) < record_stride(reserved);
       ASSERT_EQ(records.size(), padded ? 2U : 1U) << reserved << " shrunk to " << used;
       if (padded) {
@@ -455,11 +478,21 @@ TEST(RingReservations, ShrunkCommitLeavesAPaddingRecordThatTheConsumerSkips) {
                   record_stride(reserved) - record_stride(used) - sizeof(RecordHeader));
       }
       ASSERT_NO_FATAL_FAILURE(receive(ring, used, 4, used));
-      Record record;
-      EXPECT_EQ(ring.consumer.peek(record), ConsumeStatus::empty);
-      EXPECT_EQ(ring.consumed(), reservation.end);
+      ASSERT_NO_FATAL_FAILURE(receive(ring, 8, 5, 8));
+      EXPECT_EQ(ring.consumed(), second.end);
     }
   }
+}
+
+TEST(RingReservations, AbandonedNewestReservationLeavesNothingBehind) {
+  TestRing<> ring(256);
+  Reservation reservation;
+  ASSERT_EQ(ring.producer.reserve(100, 4, reservation), ProduceStatus::ok);
+  ASSERT_EQ(ring.producer.abandon(reservation), ProduceStatus::ok);
+  EXPECT_FALSE(ring.producer.publish()) << "nothing to publish";
+  ASSERT_NO_FATAL_FAILURE(send(ring, 8, 1, 7));
+  ASSERT_NO_FATAL_FAILURE(receive(ring, 8, 1, 7));
+  EXPECT_EQ(ring.consumed(), ring.producer.published());
 }
 
 TEST(RingReservations, NothingIsVisibleBeforePublish) {
@@ -754,7 +787,7 @@ TEST(RingHostileProducer, RecordCrossingTheEndOfTheDataAreaBreaksTheRing) {
 }
 
 TEST(RingHostileProducer, EveryUnknownFlagBitBreaksTheRing) {
-  for (int bit = 1; bit < 16; ++bit) {
+  for (int bit = 2; bit < 16; ++bit) {
     for (const std::uint16_t padding : {std::uint16_t{0}, kRecordPadding}) {
       TestRing<> ring(256);
       const auto flags = static_cast<std::uint16_t>((1U << bit) | padding);
@@ -766,6 +799,17 @@ TEST(RingHostileProducer, EveryUnknownFlagBitBreaksTheRing) {
       expect_stays_broken(ring, RingError::bad_record_flags);
     }
   }
+}
+
+TEST(RingHostileProducer, MoreFragmentsFlagPassesThroughToTheRecord) {
+  TestRing<> ring(256);
+  ring.set_header_at(0, {8, 3, kRecordMoreFragments});
+  ring.set_produced(16);
+  Record record;
+  ASSERT_EQ(ring.consumer.peek(record), ConsumeStatus::ok);
+  EXPECT_EQ(record.flags, kRecordMoreFragments);
+  EXPECT_EQ(record.channel, 3);
+  EXPECT_EQ(record.payload.size(), 8U);
 }
 
 TEST(RingHostileProducer, PaddingThatOverrunsProducedBreaksTheRing) {

@@ -33,6 +33,7 @@
 #include "cellink/ivshmem/layout.hpp"
 #include "cellink/ivshmem/link_descriptor.hpp"
 #include "cellink/linux-uio/unique_fd.hpp"
+#include "cellink/linux-uio/waitable_device.hpp"
 
 namespace cellink::linux_uio {
 
@@ -48,25 +49,7 @@ struct HostDeviceOptions {
   std::chrono::milliseconds reattach_interval{100};
 };
 
-struct DeviceEvent {
-  enum class Kind : std::uint8_t {
-    doorbell,           // `vector` fired `count` times since the last wait()
-    peer_joined,        // `peer` is now present
-    peer_left,          // `peer` left (its state entry reads 0)
-    daemon_lost,        // the daemon connection closed; doorbells still work
-    daemon_reattached,  // a (restarted) daemon accepted us again
-    reattach_refused,   // the daemon refused to re-attach us; `detail` says why
-  };
-  Kind kind = Kind::doorbell;
-  std::uint32_t vector = 0;
-  std::uint64_t count = 0;
-  std::uint32_t peer = 0;
-  std::string detail;
-};
-
-[[nodiscard]] const char* event_kind_name(DeviceEvent::Kind kind) noexcept;
-
-class HostDevice final : public ivshmem::Device {
+class HostDevice final : public WaitableDevice {
  public:
   // Connects and completes the greeting. Throws std::system_error whose
   // what() names the socket, the problem and a remedy.
@@ -95,12 +78,12 @@ class HostDevice final : public ivshmem::Device {
   // Blocks until at least one event is available or `timeout` passes
   // (0 = just poll), and returns every event collected, in arrival order.
   // Throws std::system_error only on an unexpected epoll failure.
-  [[nodiscard]] std::vector<DeviceEvent> wait(std::chrono::milliseconds timeout);
+  [[nodiscard]] std::vector<DeviceEvent> wait(std::chrono::milliseconds timeout) override;
 
   // An fd that becomes readable whenever wait() would return events (for
   // epoll or Boost.Asio integration). While the daemon is down it does not
   // time re-attach attempts; call wait() periodically then.
-  [[nodiscard]] int event_fd() const noexcept { return epoll_.get(); }
+  [[nodiscard]] int event_fd() const noexcept override { return epoll_.get(); }
 
   [[nodiscard]] bool daemon_connected() const noexcept {
     return connected_.load(std::memory_order_relaxed);

@@ -42,6 +42,7 @@ struct Record {
   std::span<const std::byte> payload;
   std::uint16_t channel = 0;
   std::uint64_t sequence = 0;  // identifies the record for release()
+  std::uint16_t flags = 0;     // message-layer flags (kRecordMoreFragments); never padding
 };
 
 template <std::size_t MaxHeld = 64>
@@ -87,6 +88,7 @@ class RingConsumer {
 
   // The next record, or why there is none.
   [[nodiscard]] ConsumeStatus peek(Record& out) noexcept {
+    if (producer_ == nullptr) return ConsumeStatus::not_ready;  // init() never succeeded
     if (broken()) return ConsumeStatus::broken;
     if (!ready_ && !ready()) return broken() ? ConsumeStatus::broken : ConsumeStatus::not_ready;
     for (;;) {
@@ -119,6 +121,7 @@ class RingConsumer {
       }
       out.payload = {data_ + position + sizeof(RecordHeader), header.length};
       out.channel = header.channel;
+      out.flags = header.flags;
       out.sequence = sequence;
       return ConsumeStatus::ok;
     }
@@ -142,6 +145,7 @@ class RingConsumer {
   // (safe to sleep until the doorbell), false when a record arrived
   // meanwhile (or the ring broke): peek() again instead of sleeping.
   [[nodiscard]] bool arm_wakeup() noexcept {
+    if (area_ == nullptr) return true;  // not attached: nothing can arrive
     if (broken()) return false;
     std::atomic_ref<std::uint64_t>(area_->wake_after.value).store(read_, std::memory_order_relaxed);
     // F2: the wake_after store is ordered before the loads below; pairs

@@ -83,7 +83,7 @@ inline constexpr std::size_t kConsumerAreaSize = sizeof(ConsumerArea);
 struct RecordHeader {
   std::uint32_t length;   // payload bytes (padding: bytes skipped after the header)
   std::uint16_t channel;  // message-layer channel id; 0 in padding records
-  std::uint16_t flags;    // kRecordPadding or 0; other bits must be zero
+  std::uint16_t flags;    // kRecordPadding, kRecordMoreFragments or 0; others must be zero
 };
 static_assert(offsetof(RecordHeader, length) == 0);
 static_assert(offsetof(RecordHeader, channel) == 4);
@@ -92,7 +92,11 @@ static_assert(sizeof(RecordHeader) == 8);
 static_assert(std::is_trivially_copyable_v<RecordHeader>);
 
 inline constexpr std::uint16_t kRecordPadding = 1U << 0;
-inline constexpr std::uint16_t kKnownRecordFlags = kRecordPadding;
+// Message-layer flag, carried but not interpreted by the ring: this record is
+// a fragment and the next record on the same channel continues the message
+// (docs/link.md).
+inline constexpr std::uint16_t kRecordMoreFragments = 1U << 1;
+inline constexpr std::uint16_t kKnownRecordFlags = kRecordPadding | kRecordMoreFragments;
 inline constexpr std::uint64_t kRecordAlignment = 8;
 inline constexpr std::uint64_t kMinRingCapacity = 64;
 

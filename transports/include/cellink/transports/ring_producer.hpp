@@ -115,19 +115,28 @@ class RingProducer {
   // Seals the oldest uncommitted reservation with `used` <= its payload size
   // bytes of message. Not yet visible to the consumer: see publish().
   [[nodiscard]] ProduceStatus commit(const Reservation& reservation, std::uint32_t used) noexcept {
-    if (broken()) return ProduceStatus::broken;
-    // Only a Reservation reserve() handed out and not yet committed passes:
-    // inside the reserved window, and its header one stride before its end.
-    if (reservation.end > reserved_ || reservation.header < reservation.begin ||
-        reservation.end - reservation.header != record_stride(reservation.payload.size()) ||
-        used > reservation.payload.size()) {
-      return ProduceStatus::bad_reservation;
+    return seal(reservation, used, 0);
+  }
+
+  // As commit(), with message-layer flags (kRecordMoreFragments) on the record.
+  [[nodiscard]] ProduceStatus commit(const Reservation& reservation, std::uint32_t used,
+                                     std::uint16_t flags) noexcept {
+    if ((flags & ~kRecordMoreFragments) != 0) return ProduceStatus::bad_reservation;
+    return seal(reservation, used, flags);
+  }
+
+  // Gives up the oldest uncommitted reservation: its whole region becomes a
+  // padding record the consumer skips, so no message is delivered for it.
+  [[nodiscard]] ProduceStatus abandon(const Reservation& reservation) noexcept {
+    const ProduceStatus status = check_oldest(reservation, 0);
+    if (status != ProduceStatus::ok) return status;
+    if (reservation.end == reserved_) {
+      // The newest reservation: give the space back outright, so no padding
+      // waits for a consumer that has nothing left to peek.
+      reserved_ = reservation.begin;
+      return ProduceStatus::ok;
     }
-    if (reservation.begin != committed_) return ProduceStatus::out_of_order;
-    const std::uint64_t stride = record_stride(used);
-    write_header(reservation.header, {used, reservation.channel, 0});
-    const std::uint64_t rest = reservation.end - (reservation.header + stride);
-    if (rest != 0) write_padding(reservation.header + stride, rest);
+    write_padding(reservation.header, reservation.end - reservation.header);
     committed_ = reservation.end;
     return ProduceStatus::ok;
   }
@@ -180,6 +189,40 @@ class RingProducer {
  private:
   [[nodiscard]] static bool aligned(const void* address) noexcept {
     return reinterpret_cast<std::uintptr_t>(address) % kCacheLine == 0;
+  }
+
+  // Only a Reservation reserve() handed out and not yet committed passes:
+  // inside the reserved window, and its header one stride before its end.
+  [[nodiscard]] ProduceStatus check_oldest(const Reservation& reservation,
+                                           std::uint32_t used) const noexcept {
+    if (broken()) return ProduceStatus::broken;
+    if (reservation.end > reserved_ || reservation.header < reservation.begin ||
+        reservation.end - reservation.header != record_stride(reservation.payload.size()) ||
+        used > reservation.payload.size()) {
+      return ProduceStatus::bad_reservation;
+    }
+    if (reservation.begin != committed_) return ProduceStatus::out_of_order;
+    return ProduceStatus::ok;
+  }
+
+  [[nodiscard]] ProduceStatus seal(const Reservation& reservation, std::uint32_t used,
+                                   std::uint16_t flags) noexcept {
+    const ProduceStatus status = check_oldest(reservation, used);
+    if (status != ProduceStatus::ok) return status;
+    const std::uint64_t stride = record_stride(used);
+    write_header(reservation.header, {used, reservation.channel, flags});
+    const std::uint64_t end = reservation.header + stride;
+    if (reservation.end == reserved_) {
+      // The newest reservation shrinks in place: trailing padding would only
+      // be skipped at the consumer's next peek(), so a consumer that released
+      // everything would still hold that space.
+      reserved_ = end;
+      committed_ = end;
+      return ProduceStatus::ok;
+    }
+    if (reservation.end != end) write_padding(end, reservation.end - end);
+    committed_ = reservation.end;
+    return ProduceStatus::ok;
   }
 
   void write_header(std::uint64_t index, RecordHeader header) noexcept {

@@ -1,0 +1,671 @@
+// Channel, Message and Loan: sending, receiving and waiting on one channel.
+// Lock order and ownership: session_core.hpp. Spec: docs/link.md.
+#include "cellink/linux-uio/channel.hpp"
+
+#include <algorithm>
+#include <optional>
+#include <thread>
+
+#include "session_core.hpp"
+
+namespace cellink::linux_uio {
+namespace {
+
+using detail::ChannelState;
+using detail::Core;
+using detail::PeerPair;
+
+constexpr std::uint64_t kNoRecord = ~std::uint64_t{0};
+
+void cpu_relax() noexcept {
+  __builtin_ia32_pause();
+}
+
+// Waiting for ring space: the ring has no "space freed" interrupt, so a
+// blocked sender spins for the budget, then sleeps in growing steps up to
+// this, handling device events between naps so that a peer reset ends the wait.
+constexpr std::chrono::microseconds kMaxSpaceNap{1000};
+
+class SpaceWait {
+ public:
+  SpaceWait(Core& core, std::chrono::nanoseconds timeout) : core_(core), timeout_(timeout) {}
+
+  // False when the deadline passed. The clock is first read here, so a send
+  // that never waits never reads it.
+  bool wait() {
+    const Clock::time_point now = Clock::now();
+    if (!started_) {
+      started_ = true;
+      deadline_ = detail::deadline_after(timeout_);
+      spin_until_ = now + core_.spin_budget;
+    }
+    if (now >= deadline_) return false;
+    if (now < spin_until_) {
+      for (int i = 0; i < 16; ++i) cpu_relax();
+      return true;
+    }
+    std::this_thread::sleep_for(std::min<Clock::duration>(nap_, deadline_ - now));
+    nap_ = std::min<std::chrono::microseconds>(nap_ * 2, kMaxSpaceNap);
+    const std::lock_guard lock(core_.mutex);
+    (void)core_.process_events_locked();
+    return true;
+  }
+
+  [[nodiscard]] Clock::time_point deadline() {
+    if (!started_) {
+      started_ = true;
+      deadline_ = detail::deadline_after(timeout_);
+      spin_until_ = Clock::now() + core_.spin_budget;
+    }
+    return deadline_;
+  }
+
+ private:
+  Core& core_;
+  std::chrono::nanoseconds timeout_;
+  bool started_ = false;
+  Clock::time_point deadline_{};
+  Clock::time_point spin_until_{};
+  std::chrono::microseconds nap_{10};
+};
+
+// Waits for the rendezvous or a session change on `channel`'s peer: pumps
+// its ring (control records arrive there), arms it, sleeps.
+void wait_for_peer_activity(ChannelState& channel, Clock::time_point deadline) {
+  Core& core = *channel.core;
+  std::unique_lock lock(core.mutex);
+  (void)core.pump(channel.peer, nullptr, nullptr);
+  if (channel.remote_id.load(std::memory_order_acquire) != 0 || core.shut_down.load()) return;
+  if (core.link.readable(channel.peer) && !core.link.consumer(channel.peer).arm_wakeup()) return;
+  core.block(lock, deadline);
+}
+
+// Reads the peer's ring for control records (its open may be waiting
+// there), then returns the channel's remote id.
+std::uint16_t take_announcements(ChannelState& channel) {
+  Core& core = *channel.core;
+  const std::lock_guard lock(core.mutex);
+  (void)core.pump(channel.peer, nullptr, nullptr);
+  return channel.remote_id.load(std::memory_order_acquire);
+}
+
+std::error_code timeout_error(std::chrono::nanoseconds timeout, MessageErrc if_no_wait) {
+  return timeout == kNoWait ? make_error_code(if_no_wait) : make_error_code(MessageErrc::timed_out);
+}
+
+// Reports a ring that broke while we wrote to it. Caller holds no lock.
+void report_broken_tx(Core& core, std::uint32_t peer) {
+  const std::lock_guard lock(core.mutex);
+  const std::lock_guard tx(core.pairs[peer].tx_mutex);
+  core.link.report_ring_broken(
+      peer, [&](const transports::LinkEvent& event) { core.on_link_event(event); });
+}
+
+// The fast path: one record, no channel lock, no clock read unless it waits.
+// Returns nothing when the channel is busy with another thread's fragmented
+// message: the caller then queues behind it on send_mutex.
+std::optional<std::error_code> send_record(ChannelState& channel,
+                                           std::span<const std::byte> message,
+                                           std::chrono::nanoseconds timeout) {
+  Core& core = *channel.core;
+  PeerPair& pair = core.pairs[channel.peer];
+  std::optional<SpaceWait> space;
+  for (;;) {
+    if (core.shut_down.load(std::memory_order_relaxed) ||
+        channel.closed.load(std::memory_order_relaxed)) {
+      return make_error_code(MessageErrc::shut_down);
+    }
+    const std::uint64_t resets = pair.resets.load(std::memory_order_acquire);
+    if (resets != channel.send_resets_seen.load(std::memory_order_relaxed)) {
+      channel.send_resets_seen.store(resets, std::memory_order_relaxed);
+      return make_error_code(MessageErrc::peer_reset);
+    }
+    std::uint16_t remote = channel.remote_id.load(std::memory_order_acquire);
+    if (remote == 0) remote = take_announcements(channel);
+    if (remote == 0) {
+      if (channel.remote_closed.load()) return make_error_code(MessageErrc::channel_closed);
+      if (!space) space.emplace(core, timeout);
+      if (timeout == kNoWait || Clock::now() >= space->deadline()) {
+        return timeout_error(timeout, MessageErrc::not_connected);
+      }
+      wait_for_peer_activity(channel, space->deadline());
+      continue;
+    }
+    if (message.size() > channel.remote_max.load(std::memory_order_relaxed)) {
+      return make_error_code(MessageErrc::message_too_large);
+    }
+    transports::ProduceStatus status = transports::ProduceStatus::full;
+    bool loan_busy = false;
+    {
+      const std::lock_guard tx(pair.tx_mutex);
+      if (channel.fragmenting) return std::nullopt;
+      if (!pair.running.load(std::memory_order_acquire) ||
+          pair.resets.load(std::memory_order_acquire) != resets) {
+        continue;
+      }
+      loan_busy = pair.loan_active;
+      if (!loan_busy) {
+        if (!pair.control_queue.empty()) core.flush_control(channel.peer);
+        transports::RingProducer& producer = core.link.producer(channel.peer);
+        transports::RingProducer::Reservation reservation;
+        status = producer.reserve(static_cast<std::uint32_t>(message.size()), remote, reservation);
+        if (status == transports::ProduceStatus::ok) {
+          std::copy_n(message.data(), message.size(), reservation.payload.data());
+          (void)producer.commit(reservation, static_cast<std::uint32_t>(message.size()));
+          ++pair.sent_in_session;
+          (void)producer.publish(core.device, channel.peer, core.link.data_vector());
+          return std::error_code{};
+        }
+      }
+    }
+    if (status == transports::ProduceStatus::broken) {
+      report_broken_tx(core, channel.peer);
+      continue;  // a reset (reported above next time round) or a broken pair
+    }
+    if (core.pairs[channel.peer].broken) return make_error_code(MessageErrc::link_broken);
+    if (timeout == kNoWait) {
+      return make_error_code(loan_busy ? MessageErrc::loan_in_progress : MessageErrc::would_block);
+    }
+    if (!space) space.emplace(core, timeout);
+    if (!space->wait()) return make_error_code(MessageErrc::timed_out);
+  }
+}
+
+std::error_code send_fragments(ChannelState& channel, std::span<const std::byte> message,
+                               std::chrono::nanoseconds timeout) {
+  Core& core = *channel.core;
+  PeerPair& pair = core.pairs[channel.peer];
+  const std::size_t max_record =
+      transports::max_payload(core.link.geometry().ring_capacity_bytes());
+  SpaceWait space(core, timeout);
+  std::size_t offset = 0;
+  bool started = false;  // a fragment is in the ring: the message must be finished
+  // Clears `fragmenting` on every way out.
+  struct Fragmenting {
+    PeerPair& pair;
+    ChannelState& channel;
+    ~Fragmenting() {
+      const std::lock_guard tx(pair.tx_mutex);
+      channel.fragmenting = false;
+    }
+  } fragmenting{pair, channel};
+  for (;;) {
+    if (core.shut_down.load() || channel.closed.load()) return MessageErrc::shut_down;
+    const std::uint64_t resets = pair.resets.load(std::memory_order_acquire);
+    if (resets != channel.send_resets_seen.load(std::memory_order_relaxed)) {
+      channel.send_resets_seen.store(resets, std::memory_order_relaxed);
+      return MessageErrc::peer_reset;
+    }
+    std::uint16_t remote = channel.remote_id.load(std::memory_order_acquire);
+    if (remote == 0) remote = take_announcements(channel);
+    if (remote == 0) {
+      if (channel.remote_closed.load()) return MessageErrc::channel_closed;
+      if (timeout == kNoWait || Clock::now() >= space.deadline()) {
+        return timeout_error(timeout, MessageErrc::not_connected);
+      }
+      wait_for_peer_activity(channel, space.deadline());
+      continue;
+    }
+    if (message.size() > channel.remote_max.load(std::memory_order_relaxed)) {
+      return MessageErrc::message_too_large;
+    }
+    bool broken = false;
+    bool loan_busy = false;
+    {
+      const std::lock_guard tx(pair.tx_mutex);
+      if (!pair.running.load(std::memory_order_acquire) ||
+          pair.resets.load(std::memory_order_acquire) != resets) {
+        continue;
+      }
+      loan_busy = pair.loan_active;
+      if (!loan_busy) {
+        if (!pair.control_queue.empty()) core.flush_control(channel.peer);
+        transports::RingProducer& producer = core.link.producer(channel.peer);
+        for (;;) {
+          const std::size_t chunk = std::min(message.size() - offset, max_record);
+          const bool more = offset + chunk < message.size();
+          transports::RingProducer::Reservation reservation;
+          const transports::ProduceStatus status =
+              producer.reserve(static_cast<std::uint32_t>(chunk), remote, reservation);
+          if (status == transports::ProduceStatus::ok) {
+            std::copy_n(message.data() + offset, chunk, reservation.payload.data());
+            (void)producer.commit(reservation, static_cast<std::uint32_t>(chunk),
+                                  more ? transports::kRecordMoreFragments : std::uint16_t{0});
+            offset += chunk;
+            started = true;
+            channel.fragmenting = more;
+            if (more) continue;
+            ++pair.sent_in_session;
+            (void)producer.publish(core.device, channel.peer, core.link.data_vector());
+            return {};
+          }
+          // Full: let the receiver start on what is there, then wait.
+          if (status == transports::ProduceStatus::full) {
+            (void)producer.publish(core.device, channel.peer, core.link.data_vector());
+          }
+          broken = status == transports::ProduceStatus::broken;
+          break;
+        }
+      }
+    }
+    if (broken) {
+      report_broken_tx(core, channel.peer);
+      if (pair.broken) return MessageErrc::link_broken;
+      continue;  // the peer restarted under us: reported as peer_reset above
+    }
+    // Once a fragment is out, the message is finished whatever the timeout:
+    // the receiver would otherwise join the next message onto it.
+    if (timeout == kNoWait && !started) {
+      return loan_busy ? MessageErrc::loan_in_progress : MessageErrc::would_block;
+    }
+    if (!space.wait() && !started) return MessageErrc::timed_out;
+  }
+}
+
+}  // namespace
+
+// ---- Message -----------------------------------------------------------------
+
+Message::Message(Message&& other) noexcept
+    : error_(other.error_),
+      owner_(std::move(other.owner_)),
+      payload_(other.payload_),
+      record_sequence_(other.record_sequence_),
+      peer_epoch_(other.peer_epoch_),
+      copy_(std::move(other.copy_)) {
+  if (record_sequence_ == kNoRecord && !copy_.empty()) payload_ = copy_;
+  other.owner_ = nullptr;
+  other.payload_ = {};
+  other.record_sequence_ = kNoRecord;
+}
+
+Message& Message::operator=(Message&& other) noexcept {
+  if (this != &other) {
+    release();
+    error_ = other.error_;
+    owner_ = std::move(other.owner_);
+    payload_ = other.payload_;
+    record_sequence_ = other.record_sequence_;
+    peer_epoch_ = other.peer_epoch_;
+    copy_ = std::move(other.copy_);
+    if (record_sequence_ == kNoRecord && !copy_.empty()) payload_ = copy_;
+    other.owner_ = nullptr;
+    other.payload_ = {};
+    other.record_sequence_ = kNoRecord;
+  }
+  return *this;
+}
+
+std::size_t Message::copy_out(std::span<std::byte> destination) const noexcept {
+  const std::size_t size = std::min(destination.size(), payload_.size());
+  std::copy_n(payload_.data(), size, destination.data());
+  return size;
+}
+
+std::vector<std::byte> Message::copy() const {
+  return {payload_.begin(), payload_.end()};
+}
+
+void Message::release() noexcept {
+  ChannelState::release(*this);
+}
+
+Message ChannelState::make_message(const std::shared_ptr<ChannelState>& owner,
+                                   detail::Inbound&& inbound) {
+  if (inbound.error) return Message{inbound.error};
+  Message message;
+  message.owner_ = owner;
+  message.peer_epoch_ = inbound.peer_epoch;
+  message.record_sequence_ = inbound.sequence;
+  if (inbound.sequence != kNoRecord) {
+    message.payload_ = inbound.payload;
+  } else {
+    message.copy_ = std::move(inbound.copy);
+    message.payload_ = message.copy_;
+  }
+  return message;
+}
+
+void ChannelState::release(Message& message) noexcept {
+  if (!message.owner_) return;
+  const std::shared_ptr<ChannelState> owner = std::move(message.owner_);
+  message.owner_ = nullptr;
+  Core& core = *owner->core;
+  {
+    const std::lock_guard lock(core.mutex);
+    core.release_record(owner->peer, message.record_sequence_, message.peer_epoch_, true);
+    if (core.sleepers != 0) core.wake_sleepers();
+  }
+  message.record_sequence_ = kNoRecord;
+  message.payload_ = {};
+  message.copy_.clear();
+}
+
+// ---- Loan --------------------------------------------------------------------
+
+Loan::Loan(Loan&& other) noexcept
+    : error_(other.error_), state_(std::move(other.state_)), data_(other.data_) {
+  other.state_ = nullptr;
+  other.data_ = {};
+}
+
+Loan& Loan::operator=(Loan&& other) noexcept {
+  if (this != &other) {
+    abandon();
+    error_ = other.error_;
+    state_ = std::move(other.state_);
+    data_ = other.data_;
+    other.state_ = nullptr;
+    other.data_ = {};
+  }
+  return *this;
+}
+
+Loan::~Loan() {
+  abandon();
+}
+
+std::error_code Loan::commit(std::size_t used) {
+  return ChannelState::commit(*this, used);
+}
+
+void Loan::abandon() noexcept {
+  ChannelState::abandon(*this);
+}
+
+Loan ChannelState::make_loan(const std::shared_ptr<detail::LoanState>& state,
+                             std::span<std::byte> data) {
+  Loan loan;
+  loan.state_ = state;
+  loan.data_ = data;
+  return loan;
+}
+
+std::error_code ChannelState::commit(Loan& loan, std::size_t used) {
+  if (!loan.state_) return loan.error_ ? loan.error_ : make_error_code(MessageErrc::shut_down);
+  if (used > loan.data_.size()) return make_error_code(MessageErrc::loan_too_large);
+  const std::shared_ptr<detail::LoanState> state = std::move(loan.state_);
+  loan.state_ = nullptr;
+  loan.data_ = {};
+  ChannelState& channel = *state->channel;
+  Core& core = *channel.core;
+  PeerPair& pair = core.pairs[channel.peer];
+  bool broken = false;
+  {
+    const std::lock_guard tx(pair.tx_mutex);
+    pair.loan_active = false;
+    if (pair.resets.load(std::memory_order_acquire) != state->resets_at_loan ||
+        !pair.running.load(std::memory_order_acquire)) {
+      return make_error_code(MessageErrc::peer_reset);
+    }
+    transports::RingProducer& producer = core.link.producer(channel.peer);
+    if (producer.commit(state->reservation, static_cast<std::uint32_t>(used)) !=
+        transports::ProduceStatus::ok) {
+      broken = producer.broken();
+    } else {
+      ++pair.sent_in_session;
+      (void)producer.publish(core.device, channel.peer, core.link.data_vector());
+      return {};
+    }
+  }
+  if (broken) report_broken_tx(core, channel.peer);
+  return make_error_code(MessageErrc::link_broken);
+}
+
+void ChannelState::abandon(Loan& loan) noexcept {
+  if (!loan.state_) return;
+  const std::shared_ptr<detail::LoanState> state = std::move(loan.state_);
+  loan.state_ = nullptr;
+  loan.data_ = {};
+  ChannelState& channel = *state->channel;
+  Core& core = *channel.core;
+  PeerPair& pair = core.pairs[channel.peer];
+  const std::lock_guard tx(pair.tx_mutex);
+  pair.loan_active = false;
+  if (pair.resets.load(std::memory_order_acquire) == state->resets_at_loan &&
+      pair.running.load(std::memory_order_acquire)) {
+    (void)core.link.producer(channel.peer).abandon(state->reservation);
+  }
+}
+
+// ---- Channel -----------------------------------------------------------------
+
+Channel::~Channel() {
+  close();
+}
+
+Channel& Channel::operator=(Channel&& other) noexcept {
+  if (this != &other) {
+    close();  // the channel this handle named is given up, as by destruction
+    state_ = std::move(other.state_);
+  }
+  return *this;
+}
+
+const std::string& Channel::name() const noexcept {
+  return state_->name;
+}
+std::uint32_t Channel::peer() const noexcept {
+  return state_->peer;
+}
+
+bool Channel::connected() const noexcept {
+  return state_ && state_->remote_id.load(std::memory_order_acquire) != 0 &&
+         state_->core->pairs[state_->peer].running.load(std::memory_order_acquire);
+}
+
+std::error_code Channel::wait_connected(std::chrono::nanoseconds timeout) {
+  if (!state_) return MessageErrc::shut_down;
+  const Clock::time_point deadline = detail::deadline_after(timeout);
+  for (;;) {
+    if (state_->core->shut_down.load() || state_->closed.load()) return MessageErrc::shut_down;
+    if (connected()) return {};
+    if (Clock::now() >= deadline) return timeout_error(timeout, MessageErrc::not_connected);
+    wait_for_peer_activity(*state_, deadline);
+  }
+}
+
+std::error_code Channel::send(std::span<const std::byte> message,
+                              std::chrono::nanoseconds timeout) {
+  if (!state_) return MessageErrc::shut_down;
+  ChannelState& channel = *state_;
+  Core& core = *channel.core;
+  const std::size_t max_record =
+      transports::max_payload(core.link.geometry().ring_capacity_bytes());
+  // One record needs no channel lock: it is written whole under tx_mutex.
+  // A fragmented message holds the channel's send_mutex throughout, and marks
+  // the channel `fragmenting` so single records wait for it (send_fragments).
+  if (message.size() <= max_record) {
+    const std::optional<std::error_code> sent = send_record(channel, message, timeout);
+    if (sent) return *sent;
+  }
+  const std::lock_guard send_lock(channel.send_mutex);
+  return send_fragments(channel, message, timeout);
+}
+
+Loan Channel::loan(std::size_t size, std::chrono::nanoseconds timeout) {
+  if (!state_) return ChannelState::make_loan_error(MessageErrc::shut_down);
+  ChannelState& channel = *state_;
+  Core& core = *channel.core;
+  PeerPair& pair = core.pairs[channel.peer];
+  if (size > transports::max_payload(core.link.geometry().ring_capacity_bytes())) {
+    return ChannelState::make_loan_error(MessageErrc::loan_too_large);
+  }
+  const std::lock_guard send_lock(channel.send_mutex);
+  SpaceWait space(core, timeout);
+  for (;;) {
+    if (core.shut_down.load() || channel.closed.load()) {
+      return ChannelState::make_loan_error(MessageErrc::shut_down);
+    }
+    const std::uint64_t resets = pair.resets.load(std::memory_order_acquire);
+    if (resets != channel.send_resets_seen.load(std::memory_order_relaxed)) {
+      channel.send_resets_seen.store(resets, std::memory_order_relaxed);
+      return ChannelState::make_loan_error(MessageErrc::peer_reset);
+    }
+    std::uint16_t remote = channel.remote_id.load(std::memory_order_acquire);
+    if (remote == 0) remote = take_announcements(channel);
+    if (remote == 0) {
+      if (channel.remote_closed.load()) {
+        return ChannelState::make_loan_error(MessageErrc::channel_closed);
+      }
+      if (timeout == kNoWait || Clock::now() >= space.deadline()) {
+        return ChannelState::make_loan_error(timeout_error(timeout, MessageErrc::not_connected));
+      }
+      wait_for_peer_activity(channel, space.deadline());
+      continue;
+    }
+    if (size > channel.remote_max.load(std::memory_order_relaxed)) {
+      return ChannelState::make_loan_error(MessageErrc::message_too_large);
+    }
+    bool broken = false;
+    bool loan_busy = false;
+    {
+      const std::lock_guard tx(pair.tx_mutex);
+      if (!pair.running.load(std::memory_order_acquire) ||
+          pair.resets.load(std::memory_order_acquire) != resets) {
+        continue;
+      }
+      loan_busy = pair.loan_active;
+      if (!loan_busy) {
+        core.flush_control(channel.peer);
+        auto state = std::make_shared<detail::LoanState>();
+        const transports::ProduceStatus status =
+            core.link.producer(channel.peer)
+                .reserve(static_cast<std::uint32_t>(size), remote, state->reservation);
+        if (status == transports::ProduceStatus::ok) {
+          pair.loan_active = true;
+          state->channel = state_;
+          state->resets_at_loan = resets;
+          return ChannelState::make_loan(state, state->reservation.payload);
+        }
+        broken = status == transports::ProduceStatus::broken;
+      }
+    }
+    if (broken) {
+      report_broken_tx(core, channel.peer);
+      return ChannelState::make_loan_error(MessageErrc::link_broken);
+    }
+    if (timeout == kNoWait) {
+      return ChannelState::make_loan_error(loan_busy ? MessageErrc::loan_in_progress
+                                                     : MessageErrc::would_block);
+    }
+    if (!space.wait()) return ChannelState::make_loan_error(MessageErrc::timed_out);
+  }
+}
+
+Message Channel::receive(std::chrono::nanoseconds timeout) {
+  if (!state_) return ChannelState::make_error(MessageErrc::shut_down);
+  ChannelState& channel = *state_;
+  Core& core = *channel.core;
+  PeerPair& pair = core.pairs[channel.peer];
+  // The clock is read only once nothing is there, and then every 16 spins.
+  Clock::time_point deadline{};
+  Clock::time_point spin_until{};
+  bool spinning = false;
+  unsigned spins = 0;
+  std::unique_lock lock(core.mutex);
+  for (;;) {
+    if (core.shut_down.load() || channel.closed.load()) {
+      return ChannelState::make_error(MessageErrc::shut_down);
+    }
+    if (!channel.queue.empty())
+      return ChannelState::make_message(state_, core.pop_inbound(channel));
+    detail::Inbound direct;
+    if (core.pump(channel.peer, &channel, &direct)) {
+      return ChannelState::make_message(state_, std::move(direct));
+    }
+    if (!channel.queue.empty()) continue;
+    const std::uint64_t resets = pair.resets.load(std::memory_order_acquire);
+    if (resets != channel.receive_resets_seen) {
+      channel.receive_resets_seen = resets;
+      return ChannelState::make_error(MessageErrc::peer_reset);
+    }
+    if (pair.broken) return ChannelState::make_error(MessageErrc::link_broken);
+    if (channel.remote_closed.load(std::memory_order_acquire) && !channel.close_reported) {
+      channel.close_reported = true;  // once per close, like peer_reset
+      return ChannelState::make_error(MessageErrc::channel_closed);
+    }
+    if (timeout == kNoWait) return ChannelState::make_error(MessageErrc::would_block);
+    if (!spinning) {
+      spinning = true;
+      const Clock::time_point now = Clock::now();
+      deadline = detail::deadline_after(timeout);
+      spin_until = now + core.spin_budget;
+    }
+    if (spin_until == Clock::time_point::min() || spins++ % 16 == 0) {
+      const Clock::time_point now = Clock::now();
+      if (now >= deadline) return ChannelState::make_error(MessageErrc::timed_out);
+      if (now >= spin_until) spin_until = Clock::time_point::min();
+    }
+    if (spin_until != Clock::time_point::min()) {
+      lock.unlock();
+      for (int i = 0; i < 8; ++i) cpu_relax();
+      lock.lock();
+      continue;
+    }
+    // Sleep: ask the peer for a doorbell first, then re-check (arm_wakeup
+    // returns false when a record slipped in meanwhile). Under back-pressure
+    // the ring holds records nobody may read yet: sleep until a receiver of
+    // the full channel makes room (pop_inbound() wakes us).
+    if (pair.full_channels == 0 && core.link.readable(channel.peer) &&
+        !core.link.consumer(channel.peer).arm_wakeup()) {
+      continue;
+    }
+    core.block(lock, deadline);
+  }
+}
+
+bool Channel::prepare_wait() {
+  if (!state_) return false;
+  ChannelState& channel = *state_;
+  Core& core = *channel.core;
+  const std::lock_guard lock(core.mutex);
+  if (core.shut_down.load() || channel.closed.load() || !channel.queue.empty()) return false;
+  (void)core.pump(channel.peer, nullptr, nullptr);
+  if (!channel.queue.empty()) return false;
+  if (core.pairs[channel.peer].resets.load() != channel.receive_resets_seen) return false;
+  if (core.pairs[channel.peer].broken ||
+      (channel.remote_closed.load() && !channel.close_reported)) {
+    return false;
+  }
+  if (core.pairs[channel.peer].full_channels == 0 && core.link.readable(channel.peer) &&
+      !core.link.consumer(channel.peer).arm_wakeup()) {
+    return false;
+  }
+  return true;
+}
+
+void Channel::close() {
+  if (!state_) return;
+  ChannelState& channel = *state_;
+  if (channel.closed.exchange(true)) return;
+  Core& core = *channel.core;
+  {
+    const std::lock_guard lock(core.mutex);
+    core.drop_queue(channel);
+    if (core.channels[channel.peer][channel.local_id] == state_) {
+      core.channels[channel.peer][channel.local_id] = nullptr;
+    }
+    if (!core.shut_down.load()) {
+      PeerPair& pair = core.pairs[channel.peer];
+      const std::lock_guard tx(pair.tx_mutex);
+      if (pair.running.load()) {
+        core.enqueue_control(channel.peer, transports::ControlType::close, channel);
+        core.flush_control(channel.peer);
+      }
+    }
+    core.wake_sleepers();
+  }
+}
+
+int Channel::event_fd() const noexcept {
+  return state_ ? state_->core->device.event_fd() : -1;
+}
+
+bool Channel::process_events() {
+  if (!state_) return false;
+  const std::lock_guard lock(state_->core->mutex);
+  return state_->core->process_events_locked();
+}
+
+}  // namespace cellink::linux_uio
