@@ -295,6 +295,10 @@ void run_producer(Script script, std::span<std::byte> producer_area,
           const ProduceStatus status = producer.commit(reservations[i], used);
           FUZZ_CHECK(status == ProduceStatus::ok || (corrupted && producer.broken()),
                      "commit returned %d", int(status));
+          // The newest reservation shrinks in place: its unused rest is free again.
+          if (status == ProduceStatus::ok && i + 1 == count) {
+            reserved_end = reservations[i].header + record_stride(used);
+          }
           committed.push_back({next_id++, used, static_cast<std::uint16_t>(i)});
         }
         break;

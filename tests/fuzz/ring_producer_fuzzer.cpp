@@ -139,6 +139,10 @@ class ProducerUnderTest {
     const ProduceStatus status = producer_.commit(oldest, used);
     FUZZ_CHECK(status == (producer_.broken() ? ProduceStatus::broken : ProduceStatus::ok),
                "commit returned %d", int(status));
+    // The newest reservation shrinks in place: its unused rest is free again.
+    if (status == ProduceStatus::ok && pending_.size() == 1) {
+      reserved_end_ = oldest.header + record_stride(used);
+    }
     pending_.pop_front();
     check();
   }
