@@ -15,8 +15,6 @@ using detail::ChannelState;
 using detail::Core;
 using detail::PeerPair;
 
-constexpr std::uint64_t kNoRecord = ~std::uint64_t{0};
-
 void cpu_relax() noexcept {
   __builtin_ia32_pause();
 }
@@ -89,6 +87,23 @@ std::uint16_t take_announcements(ChannelState& channel) {
   return channel.remote_id.load(std::memory_order_acquire);
 }
 
+// Caller holds the pair's tx_mutex. Writes the abort owed for a fragmented
+// message given up earlier on `channel`, if any, before anything else goes
+// to that channel. False when the ring has no room for it yet.
+bool settle_abort(Core& core, ChannelState& channel, std::uint16_t remote) {
+  if (!channel.abort_pending) return true;
+  transports::ControlMessage message;
+  if (transports::encode_control(transports::ControlType::abort, remote, channel.name.data(),
+                                 channel.name.size(), 0, message) &&
+      core.link.producer(channel.peer)
+              .write(std::as_bytes(std::span{&message, 1}), transports::kControlChannel) !=
+          transports::ProduceStatus::ok) {
+    return false;
+  }
+  channel.abort_pending = false;
+  return true;
+}
+
 std::error_code timeout_error(std::chrono::nanoseconds timeout, MessageErrc if_no_wait) {
   return timeout == kNoWait ? make_error_code(if_no_wait) : make_error_code(MessageErrc::timed_out);
 }
@@ -148,7 +163,10 @@ std::optional<std::error_code> send_record(ChannelState& channel,
         if (!pair.control_queue.empty()) core.flush_control(channel.peer);
         transports::RingProducer& producer = core.link.producer(channel.peer);
         transports::RingProducer::Reservation reservation;
-        status = producer.reserve(static_cast<std::uint32_t>(message.size()), remote, reservation);
+        if (settle_abort(core, channel, remote)) {
+          status =
+              producer.reserve(static_cast<std::uint32_t>(message.size()), remote, reservation);
+        }
         if (status == transports::ProduceStatus::ok) {
           std::copy_n(message.data(), message.size(), reservation.payload.data());
           (void)producer.commit(reservation, static_cast<std::uint32_t>(message.size()));
@@ -169,6 +187,11 @@ std::optional<std::error_code> send_record(ChannelState& channel,
     if (!space) space.emplace(core, timeout);
     if (!space->wait()) return make_error_code(MessageErrc::timed_out);
   }
+}
+
+void give_up(PeerPair& pair, ChannelState& channel) {
+  const std::lock_guard tx(pair.tx_mutex);
+  channel.abort_pending = true;
 }
 
 std::error_code send_fragments(ChannelState& channel, std::span<const std::byte> message,
@@ -221,7 +244,7 @@ std::error_code send_fragments(ChannelState& channel, std::span<const std::byte>
       if (!loan_busy) {
         if (!pair.control_queue.empty()) core.flush_control(channel.peer);
         transports::RingProducer& producer = core.link.producer(channel.peer);
-        for (;;) {
+        for (bool settled = started || settle_abort(core, channel, remote); settled;) {
           const std::size_t chunk = std::min(message.size() - offset, max_record);
           const bool more = offset + chunk < message.size();
           transports::RingProducer::Reservation reservation;
@@ -253,93 +276,20 @@ std::error_code send_fragments(ChannelState& channel, std::span<const std::byte>
       if (pair.broken) return MessageErrc::link_broken;
       continue;  // the peer restarted under us: reported as peer_reset above
     }
-    // Once a fragment is out, the message is finished whatever the timeout:
-    // the receiver would otherwise join the next message onto it.
-    if (timeout == kNoWait && !started) {
+    // Giving up with fragments already out owes the receiver an abort, so it
+    // never joins the next message onto this one (settle_abort()).
+    if (timeout == kNoWait) {
+      if (started) give_up(pair, channel);
       return loan_busy ? MessageErrc::loan_in_progress : MessageErrc::would_block;
     }
-    if (!space.wait() && !started) return MessageErrc::timed_out;
+    if (!space.wait()) {
+      if (started) give_up(pair, channel);
+      return MessageErrc::timed_out;
+    }
   }
 }
 
 }  // namespace
-
-// ---- Message -----------------------------------------------------------------
-
-Message::Message(Message&& other) noexcept
-    : error_(other.error_),
-      owner_(std::move(other.owner_)),
-      payload_(other.payload_),
-      record_sequence_(other.record_sequence_),
-      peer_epoch_(other.peer_epoch_),
-      copy_(std::move(other.copy_)) {
-  if (record_sequence_ == kNoRecord && !copy_.empty()) payload_ = copy_;
-  other.owner_ = nullptr;
-  other.payload_ = {};
-  other.record_sequence_ = kNoRecord;
-}
-
-Message& Message::operator=(Message&& other) noexcept {
-  if (this != &other) {
-    release();
-    error_ = other.error_;
-    owner_ = std::move(other.owner_);
-    payload_ = other.payload_;
-    record_sequence_ = other.record_sequence_;
-    peer_epoch_ = other.peer_epoch_;
-    copy_ = std::move(other.copy_);
-    if (record_sequence_ == kNoRecord && !copy_.empty()) payload_ = copy_;
-    other.owner_ = nullptr;
-    other.payload_ = {};
-    other.record_sequence_ = kNoRecord;
-  }
-  return *this;
-}
-
-std::size_t Message::copy_out(std::span<std::byte> destination) const noexcept {
-  const std::size_t size = std::min(destination.size(), payload_.size());
-  std::copy_n(payload_.data(), size, destination.data());
-  return size;
-}
-
-std::vector<std::byte> Message::copy() const {
-  return {payload_.begin(), payload_.end()};
-}
-
-void Message::release() noexcept {
-  ChannelState::release(*this);
-}
-
-Message ChannelState::make_message(const std::shared_ptr<ChannelState>& owner,
-                                   detail::Inbound&& inbound) {
-  if (inbound.error) return Message{inbound.error};
-  Message message;
-  message.owner_ = owner;
-  message.peer_epoch_ = inbound.peer_epoch;
-  message.record_sequence_ = inbound.sequence;
-  if (inbound.sequence != kNoRecord) {
-    message.payload_ = inbound.payload;
-  } else {
-    message.copy_ = std::move(inbound.copy);
-    message.payload_ = message.copy_;
-  }
-  return message;
-}
-
-void ChannelState::release(Message& message) noexcept {
-  if (!message.owner_) return;
-  const std::shared_ptr<ChannelState> owner = std::move(message.owner_);
-  message.owner_ = nullptr;
-  Core& core = *owner->core;
-  {
-    const std::lock_guard lock(core.mutex);
-    core.release_record(owner->peer, message.record_sequence_, message.peer_epoch_, true);
-    if (core.sleepers != 0) core.wake_sleepers();
-  }
-  message.record_sequence_ = kNoRecord;
-  message.payload_ = {};
-  message.copy_.clear();
-}
 
 // ---- Loan --------------------------------------------------------------------
 
@@ -530,8 +480,10 @@ Loan Channel::loan(std::size_t size, std::chrono::nanoseconds timeout) {
         core.flush_control(channel.peer);
         auto state = std::make_shared<detail::LoanState>();
         const transports::ProduceStatus status =
-            core.link.producer(channel.peer)
-                .reserve(static_cast<std::uint32_t>(size), remote, state->reservation);
+            settle_abort(core, channel, remote)
+                ? core.link.producer(channel.peer)
+                      .reserve(static_cast<std::uint32_t>(size), remote, state->reservation)
+                : transports::ProduceStatus::full;
         if (status == transports::ProduceStatus::ok) {
           pair.loan_active = true;
           state->channel = state_;

@@ -92,7 +92,9 @@ void Core::on_link_event(const transports::LinkEvent& event) {
   switch (event.kind) {
     case transports::LinkEvent::Kind::peer_up:
       for (const std::shared_ptr<ChannelState>& channel : channels[event.peer]) {
-        if (channel) discard_partial(*channel);
+        if (!channel) continue;
+        discard_partial(*channel);
+        channel->abort_pending = false;  // a new session has no half message
       }
       pair.outstanding = 0;
       pair.broken = false;
@@ -319,6 +321,16 @@ void Core::handle_control(std::uint32_t peer, std::span<const std::byte> payload
   for (const std::shared_ptr<ChannelState>& channel : channels[peer]) {
     if (channel && channel->name == name) local = channel;
   }
+  if (message.type == static_cast<std::uint16_t>(transports::ControlType::abort)) {
+    // Addressed by our id for the channel; the name must agree.
+    ChannelState* const target = channels[peer][message.channel].get();
+    if (target == nullptr || target->name != name) {
+      ++stats.control_errors;
+      return;
+    }
+    discard_partial(*target);
+    return;
+  }
   if (message.type == static_cast<std::uint16_t>(transports::ControlType::open)) {
     const auto found = pair.remote_by_name.find(name);
     if (found == pair.remote_by_name.end() &&
@@ -341,6 +353,7 @@ void Core::handle_control(std::uint32_t peer, std::span<const std::byte> payload
     }
     pair.remote_by_name.erase(found);
     if (local) {
+      discard_partial(*local);
       local->remote_id.store(0, std::memory_order_relaxed);
       local->close_reported = false;
       local->remote_closed.store(true, std::memory_order_release);

@@ -86,6 +86,9 @@ struct ChannelState {
 
   std::mutex send_mutex;     // held for a whole fragmented message
   bool fragmenting = false;  // guarded by the pair's tx_mutex: a fragmented message is half out
+  // Guarded by the pair's tx_mutex: a fragmented message was given up half
+  // out; the next send on the channel first tells the receiver to drop it.
+  bool abort_pending = false;
   std::atomic<std::uint16_t> remote_id{0};
   std::atomic<std::uint32_t> remote_max{0};
   std::atomic<bool> remote_closed{false};

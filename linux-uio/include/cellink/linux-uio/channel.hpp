@@ -3,7 +3,9 @@
 //
 // Sending:
 //   - send(bytes, timeout) copies a message of any size up to the peer's
-//     maximum; larger than one record, it goes as fragments.
+//     maximum; larger than one record, it goes as fragments. A send that
+//     gives up half way (timeout, or kNoWait on a full ring) sends nothing
+//     that the receiver would deliver: it drops the fragments it got.
 //   - loan(n, timeout) hands out n writable bytes inside the ring (zero
 //     copy, n <= Session::max_record_payload()); commit(used) sends them.
 //     While a loan is open, other sends to the same peer wait.

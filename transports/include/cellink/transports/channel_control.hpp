@@ -27,10 +27,13 @@ inline constexpr std::uint16_t kControlChannel = 0;
 inline constexpr std::uint16_t kMaxChannelId = 255;
 inline constexpr std::size_t kMaxChannelName = 48;
 
-enum class ControlType : std::uint16_t { open = 1, close = 2 };
+// abort: the sender gave up a message it was sending in fragments (its
+// timeout passed with the ring full); `channel` is then the id the fragments
+// were addressed to, and the receiver discards what arrived of that message.
+enum class ControlType : std::uint16_t { open = 1, close = 2, abort = 3 };
 
 struct ControlMessage {
-  std::uint16_t type;              // ControlType
+  std::uint16_t type;              // ControlType: open, close or abort
   std::uint16_t channel;           // the sender's id for the channel, 1..kMaxChannelId
   std::uint32_t max_message_size;  // open: the largest message the sender accepts; close: 0
   std::uint16_t name_length;       // 1..kMaxChannelName
@@ -99,7 +102,8 @@ enum class ControlError : std::uint8_t {
   if (record.size() != sizeof(ControlMessage)) return ControlError::bad_length;
   __builtin_memcpy(&out, record.data(), sizeof(ControlMessage));
   if (out.type != static_cast<std::uint16_t>(ControlType::open) &&
-      out.type != static_cast<std::uint16_t>(ControlType::close)) {
+      out.type != static_cast<std::uint16_t>(ControlType::close) &&
+      out.type != static_cast<std::uint16_t>(ControlType::abort)) {
     return ControlError::bad_type;
   }
   if (out.channel == kControlChannel || out.channel > kMaxChannelId) {

@@ -1,0 +1,97 @@
+// Message: a received message's view, its moves and its release (which
+// gives the record back and counts it as delivered). Contract: channel.hpp.
+// Lock order and ownership: session_core.hpp.
+#include <algorithm>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "cellink/linux-uio/channel.hpp"
+#include "session_core.hpp"
+
+namespace cellink::linux_uio {
+namespace {
+
+using detail::ChannelState;
+using detail::Core;
+
+constexpr std::uint64_t kNoRecord = ~std::uint64_t{0};
+
+}  // namespace
+
+Message::Message(Message&& other) noexcept
+    : error_(other.error_),
+      owner_(std::move(other.owner_)),
+      payload_(other.payload_),
+      record_sequence_(other.record_sequence_),
+      peer_epoch_(other.peer_epoch_),
+      copy_(std::move(other.copy_)) {
+  if (record_sequence_ == kNoRecord && !copy_.empty()) payload_ = copy_;
+  other.owner_ = nullptr;
+  other.payload_ = {};
+  other.record_sequence_ = kNoRecord;
+}
+
+Message& Message::operator=(Message&& other) noexcept {
+  if (this != &other) {
+    release();
+    error_ = other.error_;
+    owner_ = std::move(other.owner_);
+    payload_ = other.payload_;
+    record_sequence_ = other.record_sequence_;
+    peer_epoch_ = other.peer_epoch_;
+    copy_ = std::move(other.copy_);
+    if (record_sequence_ == kNoRecord && !copy_.empty()) payload_ = copy_;
+    other.owner_ = nullptr;
+    other.payload_ = {};
+    other.record_sequence_ = kNoRecord;
+  }
+  return *this;
+}
+
+std::size_t Message::copy_out(std::span<std::byte> destination) const noexcept {
+  const std::size_t size = std::min(destination.size(), payload_.size());
+  std::copy_n(payload_.data(), size, destination.data());
+  return size;
+}
+
+std::vector<std::byte> Message::copy() const {
+  return {payload_.begin(), payload_.end()};
+}
+
+void Message::release() noexcept {
+  ChannelState::release(*this);
+}
+
+Message ChannelState::make_message(const std::shared_ptr<ChannelState>& owner,
+                                   detail::Inbound&& inbound) {
+  if (inbound.error) return Message{inbound.error};
+  Message message;
+  message.owner_ = owner;
+  message.peer_epoch_ = inbound.peer_epoch;
+  message.record_sequence_ = inbound.sequence;
+  if (inbound.sequence != kNoRecord) {
+    message.payload_ = inbound.payload;
+  } else {
+    message.copy_ = std::move(inbound.copy);
+    message.payload_ = message.copy_;
+  }
+  return message;
+}
+
+void ChannelState::release(Message& message) noexcept {
+  if (!message.owner_) return;
+  const std::shared_ptr<ChannelState> owner = std::move(message.owner_);
+  message.owner_ = nullptr;
+  Core& core = *owner->core;
+  {
+    const std::lock_guard lock(core.mutex);
+    core.release_record(owner->peer, message.record_sequence_, message.peer_epoch_, true);
+    if (core.sleepers != 0) core.wake_sleepers();
+  }
+  message.record_sequence_ = kNoRecord;
+  message.payload_ = {};
+  message.copy_.clear();
+}
+
+}  // namespace cellink::linux_uio
