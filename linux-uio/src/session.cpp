@@ -177,7 +177,14 @@ void Core::discard_partial(ChannelState& channel) {
 void Core::drop_queue(ChannelState& channel) {
   while (!channel.queue.empty()) {
     const Inbound inbound = pop_inbound(channel);
-    if (!inbound.error) ++stats.dropped_undelivered;
+    if (!inbound.error) {
+      ++stats.dropped_undelivered;
+      // No longer outstanding: a later drain must not wait for it.
+      if (inbound.peer_epoch == link.peer_epoch(channel.peer) &&
+          pairs[channel.peer].outstanding > 0) {
+        --pairs[channel.peer].outstanding;
+      }
+    }
     if (inbound.sequence != ~std::uint64_t{0}) {
       release_record(channel.peer, inbound.sequence, inbound.peer_epoch, false);
     }
