@@ -16,19 +16,12 @@
 // Every ratio and verdict is computed from figures measured in this run.
 #include "channel_bench.hpp"
 
-#include <sys/utsname.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <string>
 #include <string_view>
-
-#ifndef CELLINK_BENCH_BUILD_TYPE
-#define CELLINK_BENCH_BUILD_TYPE "unknown"
-#endif
 
 namespace cellink::bench {
 namespace {
@@ -48,45 +41,19 @@ struct Options {
   std::string cpus;
 };
 
-[[nodiscard]] std::string cpu_model() {
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(cpuinfo, line)) {
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  }
-  return "unknown CPU";
-}
-
 void print_header(const Options& options, const Settings& settings, const Latency& timer) {
-  utsname system{};
-  uname(&system);
-  std::printf("cellink channel_bench: %s run\n", options.smoke   ? "smoke (figures mean nothing)"
-                                                 : options.quick ? "quick"
-                                                                 : "full");
-  std::printf("machine: %s, %s %s, load average %s\n", cpu_model().c_str(), system.sysname,
-              system.release, load_average().c_str());
-  if (settings.cpus.pinned) {
-    std::printf("threads: A/initiator pinned to CPU %d, B/echoer pinned to CPU %d\n",
-                settings.cpus.first, settings.cpus.second);
-  } else {
-    std::printf(
-        "threads: WARNING: fewer than two CPUs allowed, threads NOT pinned: "
-        "the figures mean nothing\n");
-  }
-#ifdef NDEBUG
-  const char* optimised = "";
-#else
-  const char* optimised = " (WARNING: assertions on, not the release preset)";
-#endif
-  std::printf("build: compiler %s, CMAKE_BUILD_TYPE=%s%s\n", __VERSION__, CELLINK_BENCH_BUILD_TYPE,
-              optimised);
-  std::printf(
-      "clock: %s at %.3f GHz, calibrated against steady_clock; timer overhead p50 %.1f ns\n",
-      settings.clock.source(), settings.clock.ghz(), timer.p50);
-  std::printf(
-      "ctxsw: involuntary context switches during a row. Each Session's progress thread\n"
-      "       wakes every 20 ms and preempts a spinning thread: channel rows count a few\n"
-      "       hundred even on an idle machine; thousands mean another task took a CPU\n");
+  print_run_header({"channel_bench",
+                    options.smoke   ? "smoke (figures mean nothing)"
+                    : options.quick ? "quick"
+                                    : "full",
+                    "A/initiator", "B/echoer",
+                    "ctxsw: involuntary context switches during a row. Each Session's progress "
+                    "thread\n"
+                    "       wakes every 20 ms and preempts a spinning thread: channel rows count a "
+                    "few\n"
+                    "       hundred even on an idle machine; thousands mean another task took a "
+                    "CPU\n"},
+                   settings, timer);
 }
 
 void print_columns() {

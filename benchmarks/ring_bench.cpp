@@ -9,19 +9,12 @@
 // this run; nothing is compared against a stored number.
 #include "ring_bench.hpp"
 
-#include <sys/utsname.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#ifndef CELLINK_BENCH_BUILD_TYPE
-#define CELLINK_BENCH_BUILD_TYPE "unknown"
-#endif
 
 namespace cellink::bench {
 namespace {
@@ -110,15 +103,6 @@ class RateSamples {
   return pass ? "PASS" : "MISS";
 }
 
-[[nodiscard]] std::string cpu_model() {
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(cpuinfo, line)) {
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  }
-  return "unknown CPU";
-}
-
 void print_usage(std::FILE* stream) {
   std::fputs(
       "usage: ring_bench [--quick] [--smoke] [--cost-only] [--cpus A,B]\n"
@@ -169,34 +153,16 @@ void configure(const Options& options, Settings& settings) {
 }
 
 void print_header(const Options& options, const Settings& settings, const Latency& timer) {
-  utsname system{};
-  uname(&system);
-  std::printf("cellink ring_bench: %s run\n", options.smoke   ? "smoke (figures mean nothing)"
-                                              : options.quick ? "quick"
-                                                              : "full");
-  std::printf("machine: %s, %s %s, load average %s\n", cpu_model().c_str(), system.sysname,
-              system.release, load_average().c_str());
-  if (settings.cpus.pinned) {
-    std::printf("threads: A/producer pinned to CPU %d, B/consumer pinned to CPU %d\n",
-                settings.cpus.first, settings.cpus.second);
-  } else {
-    std::printf(
-        "threads: WARNING: fewer than two CPUs allowed, threads NOT pinned: "
-        "the figures mean nothing\n");
-  }
-#ifdef NDEBUG
-  const char* optimised = "";
-#else
-  const char* optimised = " (WARNING: assertions on, not the release preset)";
-#endif
-  std::printf("build: compiler %s, CMAKE_BUILD_TYPE=%s%s\n", __VERSION__, CELLINK_BENCH_BUILD_TYPE,
-              optimised);
-  std::printf(
-      "clock: %s at %.3f GHz, calibrated against steady_clock; timer overhead p50 %.1f ns\n",
-      settings.clock.source(), settings.clock.ghz(), timer.p50);
-  std::printf(
-      "ctxsw: involuntary context switches during a row: another task ran on one of our CPUs\n"
-      "       while a peer spun; the more there are, the more the row was disturbed\n");
+  print_run_header(
+      {"ring_bench",
+       options.smoke   ? "smoke (figures mean nothing)"
+       : options.quick ? "quick"
+                       : "full",
+       "A/producer", "B/consumer",
+       "ctxsw: involuntary context switches during a row: another task ran on one of "
+       "our CPUs\n"
+       "       while a peer spun; the more there are, the more the row was disturbed\n"},
+      settings, timer);
 }
 
 void print_latency_row(const std::string& what, const Latency& latency) {

@@ -67,6 +67,18 @@ struct Latency {
   std::uint64_t switches = 0;  // involuntary context switches during both passes
 };
 
+// What print_run_header() says about the run.
+struct RunHeader {
+  const char* program;      // "ring_bench"
+  const char* mode;         // "full", "quick", "smoke (figures mean nothing)"
+  const char* first_role;   // the thread on cpus.first, e.g. "A/producer"
+  const char* second_role;  // the thread on cpus.second
+  const char* ctxsw_note;   // how to read the ctxsw column, ending in a newline
+};
+
+// Prints the benchmark's header: program, machine, pinning, build, clock.
+void print_run_header(const RunHeader& header, const Settings& settings, const Latency& timer);
+
 [[nodiscard]] Latency timer_overhead(const Settings& settings);
 // Two atomics on separate cache lines: write n, wait for the echo of n.
 [[nodiscard]] Latency cacheline_rtt(const Settings& settings);
