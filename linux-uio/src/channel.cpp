@@ -198,8 +198,6 @@ std::error_code send_fragments(ChannelState& channel, std::span<const std::byte>
                                std::chrono::nanoseconds timeout) {
   Core& core = *channel.core;
   PeerPair& pair = core.pairs[channel.peer];
-  const std::size_t max_record =
-      transports::max_payload(core.link.geometry().ring_capacity_bytes());
   SpaceWait space(core, timeout);
   std::size_t offset = 0;
   bool started = false;  // a fragment is in the ring: the message must be finished
@@ -245,7 +243,7 @@ std::error_code send_fragments(ChannelState& channel, std::span<const std::byte>
         if (!pair.control_queue.empty()) core.flush_control(channel.peer);
         transports::RingProducer& producer = core.link.producer(channel.peer);
         for (bool settled = started || settle_abort(core, channel, remote); settled;) {
-          const std::size_t chunk = std::min(message.size() - offset, max_record);
+          const std::size_t chunk = std::min(message.size() - offset, core.max_record);
           const bool more = offset + chunk < message.size();
           transports::RingProducer::Reservation reservation;
           const transports::ProduceStatus status =
@@ -420,12 +418,10 @@ std::error_code Channel::send(std::span<const std::byte> message,
   if (!state_) return MessageErrc::shut_down;
   ChannelState& channel = *state_;
   Core& core = *channel.core;
-  const std::size_t max_record =
-      transports::max_payload(core.link.geometry().ring_capacity_bytes());
   // One record needs no channel lock: it is written whole under tx_mutex.
   // A fragmented message holds the channel's send_mutex throughout, and marks
   // the channel `fragmenting` so single records wait for it (send_fragments).
-  if (message.size() <= max_record) {
+  if (message.size() <= core.max_record) {
     const std::optional<std::error_code> sent = send_record(channel, message, timeout);
     if (sent) return *sent;
   }
@@ -438,7 +434,7 @@ Loan Channel::loan(std::size_t size, std::chrono::nanoseconds timeout) {
   ChannelState& channel = *state_;
   Core& core = *channel.core;
   PeerPair& pair = core.pairs[channel.peer];
-  if (size > transports::max_payload(core.link.geometry().ring_capacity_bytes())) {
+  if (size > core.max_record) {
     return ChannelState::make_loan_error(MessageErrc::loan_too_large);
   }
   const std::lock_guard send_lock(channel.send_mutex);

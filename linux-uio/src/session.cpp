@@ -43,6 +43,7 @@ Core::Core(WaitableDevice& device_in, SessionOptions options_in)
   if (status != transports::LinkInitStatus::ok) {
     throw_invalid(std::string("cellink session: ") + transports::describe(status));
   }
+  max_record = transports::max_payload(link.geometry().ring_capacity_bytes());
   wake_fd = UniqueFd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   if (!wake_fd) throw std::system_error(errno, std::generic_category(), "eventfd");
 }
@@ -601,7 +602,7 @@ std::uint32_t Session::only_peer() const {
 }
 
 std::size_t Session::max_record_payload() const noexcept {
-  return transports::max_payload(core_->link.geometry().ring_capacity_bytes());
+  return core_->max_record;
 }
 
 ResetReport Session::last_reset(std::uint32_t peer) const {

@@ -131,6 +131,7 @@ struct Core {
 
   std::mutex mutex;
   SessionLink link;
+  std::size_t max_record = 0;  // largest record payload; fixed by the link's geometry
   std::array<PeerPair, ivshmem::kMaxPeers> pairs;
   // Index: [peer][local channel id]; guarded by mutex.
   std::array<std::array<std::shared_ptr<ChannelState>, transports::kMaxChannelId + 1>,
