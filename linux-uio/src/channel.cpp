@@ -287,6 +287,67 @@ std::error_code send_fragments(ChannelState& channel, std::span<const std::byte>
   }
 }
 
+enum class SpinStatus : std::uint8_t { changed, budget_spent, timed_out, poll_due };
+
+// A single-threaded Session has no progress thread: a receiver that spins
+// looks at the device's events and the state table this often itself.
+constexpr std::chrono::milliseconds kSingleThreadPoll{1};
+
+// receive()'s spin phase. Called with `lock` (Core::mutex) held; returns
+// with it held again. Spins without it until something receive() must look
+// at may have changed: the peer's ring (a record or a control message), a
+// reset, a close or shutdown; or until the spin budget or the deadline ends,
+// or `poll_at` (single-threaded Sessions: time to look at the device). Reads
+// the clock only every 64 rounds. A message that another thread's pump()
+// queues for this channel needs no watch of its own: our pump() read the
+// ring up to the watch's value under the lock, so that record moved
+// `produced` past it. With no ring to watch (not running, or a full
+// channel holding the ring back) it only naps briefly and returns.
+SpinStatus spin_for_change(ChannelState& channel, std::uint64_t resets,
+                           std::unique_lock<detail::SessionMutex>& lock,
+                           Clock::time_point spin_until, Clock::time_point deadline,
+                           Clock::time_point poll_at) {
+  Core& core = *channel.core;
+  PeerPair& pair = core.pairs[channel.peer];
+  const bool watchable = pair.full_channels == 0 && core.link.readable(channel.peer);
+  const bool close_unreported = !channel.close_reported;
+  const transports::RingConsumer<kMaxHeldRecords>::Watch watch =
+      watchable ? core.link.consumer(channel.peer).watch()
+                : transports::RingConsumer<kMaxHeldRecords>::Watch{};
+  lock.unlock();
+  SpinStatus status = SpinStatus::changed;
+  for (unsigned round = 1;; ++round) {
+    if (watch.changed() || pair.resets.load(std::memory_order_relaxed) != resets ||
+        core.shut_down.load(std::memory_order_relaxed) ||
+        channel.closed.load(std::memory_order_relaxed) ||
+        (close_unreported && channel.remote_closed.load(std::memory_order_relaxed))) {
+      break;
+    }
+    if (round % 64 == 0 || watch.produced == nullptr) {
+      const Clock::time_point now = Clock::now();
+      if (now >= deadline) {
+        status = SpinStatus::timed_out;
+        break;
+      }
+      if (now >= spin_until) {
+        status = SpinStatus::budget_spent;
+        break;
+      }
+      if (now >= poll_at) {
+        status = SpinStatus::poll_due;
+        break;
+      }
+      if (watch.produced == nullptr) {
+        for (int i = 0; i < 8; ++i) cpu_relax();
+        break;
+      }
+    }
+    cpu_relax();
+  }
+  lock.lock();
+  return status;
+}
+
 }  // namespace
 
 // ---- Loan --------------------------------------------------------------------
@@ -506,21 +567,21 @@ Message Channel::receive(std::chrono::nanoseconds timeout) {
   ChannelState& channel = *state_;
   Core& core = *channel.core;
   PeerPair& pair = core.pairs[channel.peer];
-  // The clock is read only once nothing is there, and then every 16 spins.
+  // The clock is read only once nothing is there.
   Clock::time_point deadline{};
   Clock::time_point spin_until{};
+  Clock::time_point poll_at = Clock::time_point::max();
   bool spinning = false;
-  unsigned spins = 0;
   std::unique_lock lock(core.mutex);
   for (;;) {
     if (core.shut_down.load() || channel.closed.load()) {
       return ChannelState::make_error(MessageErrc::shut_down);
     }
     if (!channel.queue.empty())
-      return ChannelState::make_message(state_, core.pop_inbound(channel));
+      return ChannelState::make_message(channel, core.pop_inbound(channel));
     detail::Inbound direct;
     if (core.pump(channel.peer, &channel, &direct)) {
-      return ChannelState::make_message(state_, std::move(direct));
+      return ChannelState::make_message(channel, std::move(direct));
     }
     if (!channel.queue.empty()) continue;
     const std::uint64_t resets = pair.resets.load(std::memory_order_acquire);
@@ -536,21 +597,27 @@ Message Channel::receive(std::chrono::nanoseconds timeout) {
     if (timeout == kNoWait) return ChannelState::make_error(MessageErrc::would_block);
     if (!spinning) {
       spinning = true;
-      const Clock::time_point now = Clock::now();
       deadline = detail::deadline_after(timeout);
-      spin_until = now + core.spin_budget;
-    }
-    if (spin_until == Clock::time_point::min() || spins++ % 16 == 0) {
       const Clock::time_point now = Clock::now();
-      if (now >= deadline) return ChannelState::make_error(MessageErrc::timed_out);
-      if (now >= spin_until) spin_until = Clock::time_point::min();
+      spin_until =
+          core.spin_budget.count() == 0 ? Clock::time_point::min() : now + core.spin_budget;
+      if (core.options.threading == Threading::single) poll_at = now + kSingleThreadPoll;
     }
     if (spin_until != Clock::time_point::min()) {
-      lock.unlock();
-      for (int i = 0; i < 8; ++i) cpu_relax();
-      lock.lock();
+      // Spin without the lock, watching the ring's produced index and what
+      // another thread could change for us; pump() again on any change.
+      const SpinStatus spun = spin_for_change(channel, resets, lock, spin_until, deadline, poll_at);
+      if (spun == SpinStatus::timed_out) return ChannelState::make_error(MessageErrc::timed_out);
+      if (spun == SpinStatus::budget_spent) spin_until = Clock::time_point::min();
+      if (spun == SpinStatus::poll_due) {
+        // What the progress thread does for a multi-threaded Session.
+        core.poll_link();
+        (void)core.process_events_locked();
+        poll_at = Clock::now() + kSingleThreadPoll;
+      }
       continue;
     }
+    if (Clock::now() >= deadline) return ChannelState::make_error(MessageErrc::timed_out);
     // Sleep: ask the peer for a doorbell first, then re-check (arm_wakeup
     // returns false when a record slipped in meanwhile). Under back-pressure
     // the ring holds records nobody may read yet: sleep until a receiver of
@@ -594,6 +661,8 @@ void Channel::close() {
     if (core.channels[channel.peer][channel.local_id] == state_) {
       core.channels[channel.peer][channel.local_id] = nullptr;
     }
+    // Held Messages point at the state: it lives until they are released.
+    if (channel.held_messages != 0) core.retired.push_back(state_);
     if (!core.shut_down.load()) {
       PeerPair& pair = core.pairs[channel.peer];
       const std::lock_guard tx(pair.tx_mutex);

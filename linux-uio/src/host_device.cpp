@@ -342,18 +342,24 @@ std::vector<DeviceEvent> HostDevice::wait(std::chrono::milliseconds timeout) {
       if (errno == EINTR) continue;
       throw std::system_error(errno, std::generic_category(), "epoll_wait on HostDevice");
     }
+    // Only the eventfds epoll reported: each read is a system call on a
+    // blocking receiver's wake-up path.
+    std::uint64_t vectors = 0;  // bit v: our eventfd for vector v is readable
     for (int i = 0; i < count; ++i) {
       if (ready[i].data.u64 == kSocketTag) {
         drain_socket(events);
+      } else if (ready[i].data.u64 < vectors_) {
+        vectors |= std::uint64_t{1} << ready[i].data.u64;
       }
     }
-    drain_own_eventfds(events);
+    drain_own_eventfds(vectors, events);
     if (!events.empty() || Clock::now() >= deadline) return events;
   }
 }
 
-void HostDevice::drain_own_eventfds(std::vector<DeviceEvent>& events) {
+void HostDevice::drain_own_eventfds(std::uint64_t vectors, std::vector<DeviceEvent>& events) {
   for (std::uint32_t vector = 0; vector < vectors_; ++vector) {
+    if ((vectors & (std::uint64_t{1} << vector)) == 0) continue;
     std::uint64_t count = 0;
     if (::read(own_eventfds_[vector].get(), &count, sizeof(count)) == sizeof(count)) {
       events.push_back({DeviceEvent::Kind::doorbell, vector, count, 0, {}});

@@ -150,10 +150,21 @@ std::vector<DeviceEvent> LoopbackDevice::wait(std::chrono::milliseconds timeout)
       if (errno == EINTR) continue;
       fail_errno(peer_name(id_) + ": epoll_wait");
     }
-    // Collect everything readable now, not only what epoll reported: the
-    // counters are cheap to read and this keeps membership events first.
-    collect_membership(events);
-    collect_doorbells(events);
+    // Only the fds epoll reported: each read is a system call on a blocking
+    // receiver's wake-up path. Membership first; an event posted after
+    // epoll_wait() keeps its fd readable and is reported by the next wait.
+    bool membership = false;
+    std::uint64_t vectors = 0;  // bit v: vector v's eventfd is readable
+    for (int i = 0; i < count; ++i) {
+      const std::uint64_t tag = ready[static_cast<std::size_t>(i)].data.u64;
+      if (tag == kMembershipTag) {
+        membership = true;
+      } else if (tag < vector_fds_.size()) {
+        vectors |= std::uint64_t{1} << tag;
+      }
+    }
+    if (membership) collect_membership(events);
+    collect_doorbells(vectors, events);
     if (!events.empty() || Clock::now() >= deadline) return events;
   }
 }
@@ -167,8 +178,9 @@ void LoopbackDevice::collect_membership(std::vector<DeviceEvent>& events) {
   pending_membership_.clear();
 }
 
-void LoopbackDevice::collect_doorbells(std::vector<DeviceEvent>& events) {
+void LoopbackDevice::collect_doorbells(std::uint64_t vectors, std::vector<DeviceEvent>& events) {
   for (std::uint32_t vector = 0; vector < vector_fds_.size(); ++vector) {
+    if ((vectors & (std::uint64_t{1} << vector)) == 0) continue;
     const std::uint64_t count = take(vector_fds_[vector].get());
     if (count != 0) events.push_back({DeviceEvent::Kind::doorbell, vector, count, 0, {}});
   }

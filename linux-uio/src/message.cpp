@@ -21,7 +21,7 @@ constexpr std::uint64_t kNoRecord = ~std::uint64_t{0};
 
 Message::Message(Message&& other) noexcept
     : error_(other.error_),
-      owner_(std::move(other.owner_)),
+      owner_(other.owner_),
       payload_(other.payload_),
       record_sequence_(other.record_sequence_),
       peer_epoch_(other.peer_epoch_),
@@ -36,7 +36,7 @@ Message& Message::operator=(Message&& other) noexcept {
   if (this != &other) {
     release();
     error_ = other.error_;
-    owner_ = std::move(other.owner_);
+    owner_ = other.owner_;
     payload_ = other.payload_;
     record_sequence_ = other.record_sequence_;
     peer_epoch_ = other.peer_epoch_;
@@ -63,11 +63,11 @@ void Message::release() noexcept {
   ChannelState::release(*this);
 }
 
-Message ChannelState::make_message(const std::shared_ptr<ChannelState>& owner,
-                                   detail::Inbound&& inbound) {
-  if (inbound.error) return Message{inbound.error};
+Message ChannelState::make_message(ChannelState& owner, detail::Inbound&& inbound) {
+  if (inbound.error != MessageErrc{}) return Message{inbound.error};
   Message message;
-  message.owner_ = owner;
+  message.owner_ = &owner;
+  ++owner.held_messages;
   message.peer_epoch_ = inbound.peer_epoch;
   message.record_sequence_ = inbound.sequence;
   if (inbound.sequence != kNoRecord) {
@@ -80,14 +80,24 @@ Message ChannelState::make_message(const std::shared_ptr<ChannelState>& owner,
 }
 
 void ChannelState::release(Message& message) noexcept {
-  if (!message.owner_) return;
-  const std::shared_ptr<ChannelState> owner = std::move(message.owner_);
+  if (message.owner_ == nullptr) return;
+  ChannelState& owner = *message.owner_;
   message.owner_ = nullptr;
-  Core& core = *owner->core;
+  Core& core = *owner.core;
+  std::shared_ptr<ChannelState> last;  // destroyed after the unlock, if the channel is closed
   {
     const std::lock_guard lock(core.mutex);
-    core.release_record(owner->peer, message.record_sequence_, message.peer_epoch_, true);
+    core.release_record(owner.peer, message.record_sequence_, message.peer_epoch_, true);
     if (core.sleepers != 0) core.wake_sleepers();
+    if (--owner.held_messages == 0 && owner.closed.load(std::memory_order_relaxed)) {
+      const auto parked = std::find_if(
+          core.retired.begin(), core.retired.end(),
+          [&](const std::shared_ptr<ChannelState>& state) { return state.get() == &owner; });
+      if (parked != core.retired.end()) {
+        last = std::move(*parked);
+        core.retired.erase(parked);
+      }
+    }
   }
   message.record_sequence_ = kNoRecord;
   message.payload_ = {};

@@ -44,6 +44,10 @@ Core::Core(WaitableDevice& device_in, SessionOptions options_in)
     throw_invalid(std::string("cellink session: ") + transports::describe(status));
   }
   max_record = transports::max_payload(link.geometry().ring_capacity_bytes());
+  if (options.threading == Threading::single) {
+    mutex.disable();
+    for (PeerPair& pair : pairs) pair.tx_mutex.disable();
+  }
   wake_fd = UniqueFd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   if (!wake_fd) throw std::system_error(errno, std::generic_category(), "eventfd");
 }
@@ -74,7 +78,7 @@ void Core::handle_events(const std::vector<DeviceEvent>& events) {
 }
 
 void Core::poll_link() {
-  std::array<std::unique_lock<std::mutex>, ivshmem::kMaxPeers> tx_locks;
+  std::array<std::unique_lock<SessionMutex>, ivshmem::kMaxPeers> tx_locks;
   for (std::uint32_t peer = 0; peer < link.peer_count(); ++peer) {
     if (peer != link.id()) tx_locks[peer] = std::unique_lock(pairs[peer].tx_mutex);
   }
@@ -178,7 +182,7 @@ void Core::discard_partial(ChannelState& channel) {
 void Core::drop_queue(ChannelState& channel) {
   while (!channel.queue.empty()) {
     const Inbound inbound = pop_inbound(channel);
-    if (!inbound.error) {
+    if (inbound.error == MessageErrc{}) {
       ++stats.dropped_undelivered;
       // No longer outstanding: a later drain must not wait for it.
       if (inbound.peer_epoch == link.peer_epoch(channel.peer) &&
@@ -226,7 +230,7 @@ bool Core::pump(std::uint32_t peer, ChannelState* wanted, Inbound* direct) {
     }
     if (status == transports::ConsumeStatus::too_many_held && spill(peer)) continue;
     if (status == transports::ConsumeStatus::broken) {
-      std::array<std::unique_lock<std::mutex>, ivshmem::kMaxPeers> tx_locks;
+      std::array<std::unique_lock<SessionMutex>, ivshmem::kMaxPeers> tx_locks;
       tx_locks[peer] = std::unique_lock(pairs[peer].tx_mutex);
       link.report_ring_broken(peer,
                               [&](const transports::LinkEvent& event) { on_link_event(event); });
@@ -431,7 +435,7 @@ bool Core::process_events_locked() {
   return wake_serial != before;
 }
 
-void Core::block(std::unique_lock<std::mutex>& lock, Clock::time_point deadline) {
+void Core::block(std::unique_lock<SessionMutex>& lock, Clock::time_point deadline) {
   const Clock::time_point now = Clock::now();
   const Clock::time_point until = std::min(deadline, now + kSafetyPoll);
   if (!waiter_active) {
@@ -472,6 +476,7 @@ Session::Session(WaitableDevice& device, SessionOptions options)
     const std::lock_guard lock(core.mutex);
     core.poll_link();
   }
+  if (options.threading == Threading::single) return;  // the calls make progress
   core.progress = std::thread([&core] {
     std::unique_lock lock(core.mutex);
     while (!core.shut_down.load(std::memory_order_relaxed)) {
@@ -500,7 +505,7 @@ Session::~Session() {
   shutdown();
   if (core_->progress.joinable()) core_->progress.join();
   const std::lock_guard lock(core_->mutex);
-  std::array<std::unique_lock<std::mutex>, ivshmem::kMaxPeers> tx_locks;
+  std::array<std::unique_lock<detail::SessionMutex>, ivshmem::kMaxPeers> tx_locks;
   for (std::uint32_t peer = 0; peer < core_->link.peer_count(); ++peer) {
     if (peer != core_->link.id()) tx_locks[peer] = std::unique_lock(core_->pairs[peer].tx_mutex);
   }
@@ -542,6 +547,7 @@ Channel Session::open(std::string_view name, std::optional<std::uint32_t> peer_i
   state->name = std::string(name);
   state->peer = peer;
   state->local_id = free_id;
+  if (core.options.threading == Threading::single) state->send_mutex.disable();
   detail::PeerPair& pair = core.pairs[peer];
   state->send_resets_seen = pair.resets.load();
   state->receive_resets_seen = state->send_resets_seen.load();

@@ -41,13 +41,33 @@ using SessionLink = transports::Link<kMaxHeldRecords>;
 
 namespace detail {
 
+// The Session's locks: a std::mutex that a single-threaded Session
+// (Threading::single) switches off, so that lock() and unlock() cost a
+// predictable branch and no atomic read-modify-write.
+class SessionMutex {
+ public:
+  void lock() {
+    if (enabled_) mutex_.lock();
+  }
+  [[nodiscard]] bool try_lock() { return !enabled_ || mutex_.try_lock(); }
+  void unlock() {
+    if (enabled_) mutex_.unlock();
+  }
+  // Only while no other thread can reach the mutex.
+  void disable() noexcept { enabled_ = false; }
+
+ private:
+  std::mutex mutex_;
+  bool enabled_ = true;
+};
+
 // One message waiting in a channel's queue.
 struct Inbound {
   std::uint64_t sequence = ~std::uint64_t{0};  // ring record (zero copy), or none
   std::span<const std::byte> payload;          // into the ring, when zero copy
   std::vector<std::byte> copy;                 // reassembled or copied-out bytes
   std::uint32_t peer_epoch = 0;
-  std::error_code error;  // an error to report in the stream's place instead
+  MessageErrc error{};  // an error to report in the stream's place instead (0: none)
 };
 
 struct RemoteChannel {
@@ -69,7 +89,7 @@ struct PeerPair {
   std::atomic<bool> running{false};
   std::atomic<std::uint64_t> resets{0};
 
-  std::mutex tx_mutex;
+  SessionMutex tx_mutex;
   // Guarded by tx_mutex.
   bool loan_active = false;
   std::uint64_t sent_in_session = 0;
@@ -84,7 +104,7 @@ struct ChannelState {
   std::uint32_t peer = 0;
   std::uint16_t local_id = 0;
 
-  std::mutex send_mutex;     // held for a whole fragmented message
+  SessionMutex send_mutex;   // held for a whole fragmented message
   bool fragmenting = false;  // guarded by the pair's tx_mutex: a fragmented message is half out
   // Guarded by the pair's tx_mutex: a fragmented message was given up half
   // out; the next send on the channel first tells the receiver to drop it.
@@ -97,6 +117,9 @@ struct ChannelState {
 
   // Guarded by Core::mutex.
   std::deque<Inbound> queue;
+  // Received Messages not yet released; guarded by Core::mutex. They point
+  // at this state, so a Channel closed meanwhile parks it in Core::retired.
+  std::uint64_t held_messages = 0;
   std::vector<std::byte> partial;
   bool partial_active = false;
   bool partial_overflow = false;
@@ -104,8 +127,9 @@ struct ChannelState {
   bool close_reported = false;  // the peer's close was reported to a receiver
 
   // Friend access to Message and Loan (channel.cpp).
-  static Message make_message(const std::shared_ptr<ChannelState>& owner, Inbound&& inbound);
-  static Message make_error(std::error_code error) { return Message{error}; }
+  // Caller holds Core::mutex.
+  static Message make_message(ChannelState& owner, Inbound&& inbound);
+  static Message make_error(MessageErrc error) { return Message{error}; }
   static void release(Message& message) noexcept;
   static Loan make_loan(const std::shared_ptr<LoanState>& state, std::span<std::byte> data);
   static Loan make_loan_error(std::error_code error) { return Loan{error}; }
@@ -129,7 +153,7 @@ struct Core {
   SessionOptions options;
   std::chrono::nanoseconds spin_budget;
 
-  std::mutex mutex;
+  SessionMutex mutex;
   SessionLink link;
   std::size_t max_record = 0;  // largest record payload; fixed by the link's geometry
   std::array<PeerPair, ivshmem::kMaxPeers> pairs;
@@ -138,10 +162,13 @@ struct Core {
              ivshmem::kMaxPeers>
       channels;
   SessionStats stats;  // guarded by mutex
+  // Closed channels whose received Messages are not all released yet
+  // (ChannelState::held_messages); guarded by mutex.
+  std::vector<std::shared_ptr<ChannelState>> retired;
 
   // Waiting: one thread (the waiter) sleeps on the device's fd; the others on
   // `woken`. Guarded by mutex.
-  std::condition_variable woken;
+  std::condition_variable_any woken;
   bool waiter_active = false;
   std::uint64_t wake_serial = 0;
   std::uint32_t sleepers = 0;
@@ -149,7 +176,7 @@ struct Core {
 
   std::atomic<bool> shut_down{false};
   std::thread progress;  // keeps the handshake moving while the application is busy
-  std::condition_variable progress_stop;  // wakes `progress` at shutdown only
+  std::condition_variable_any progress_stop;  // wakes `progress` at shutdown only
 
   // All below: caller holds `mutex` (a std::unique_lock named lock where it
   // may be released).
@@ -176,7 +203,7 @@ struct Core {
   // Caller holds the pair's tx_mutex (not necessarily `mutex`).
   void flush_control(std::uint32_t peer);
   // Sleeps until an event, a local wake-up or `deadline`. Arms `peer`'s ring first.
-  void block(std::unique_lock<std::mutex>& lock, Clock::time_point deadline);
+  void block(std::unique_lock<SessionMutex>& lock, Clock::time_point deadline);
   void wake_sleepers();
   bool process_events_locked();
 };

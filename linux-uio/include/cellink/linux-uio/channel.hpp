@@ -55,8 +55,12 @@ class Message {
   ~Message() { release(); }
 
   // True when a message was received; otherwise error() says why not.
-  [[nodiscard]] explicit operator bool() const noexcept { return !error_ && owner_ != nullptr; }
-  [[nodiscard]] std::error_code error() const noexcept { return error_; }
+  [[nodiscard]] explicit operator bool() const noexcept {
+    return error_ == MessageErrc{} && owner_ != nullptr;
+  }
+  [[nodiscard]] std::error_code error() const noexcept {
+    return error_ == MessageErrc{} ? std::error_code{} : make_error_code(error_);
+  }
 
   // The bytes, valid until release(). 8-byte aligned.
   [[nodiscard]] std::span<const std::byte> payload() const noexcept { return payload_; }
@@ -76,10 +80,14 @@ class Message {
   friend struct detail::ChannelState;
   static constexpr std::uint64_t kNoRecord = ~std::uint64_t{0};
 
-  explicit Message(std::error_code error) noexcept : error_(error) {}
+  explicit Message(MessageErrc error) noexcept : error_(error) {}
 
-  std::error_code error_;
-  std::shared_ptr<detail::ChannelState> owner_;
+  // MessageErrc{} (0) for none: a std::error_code would cost a call into
+  // the standard library for every message received.
+  MessageErrc error_{};
+  // Not owning: a Channel closed while Messages are held keeps its state
+  // alive until the last is released (Core::retired).
+  detail::ChannelState* owner_ = nullptr;
   std::span<const std::byte> payload_;
   std::uint64_t record_sequence_ = kNoRecord;  // ring record to release, if zero copy
   std::uint32_t peer_epoch_ = 0;               // the session it came from

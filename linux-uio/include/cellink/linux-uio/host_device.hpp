@@ -102,7 +102,8 @@ class HostDevice final : public WaitableDevice {
   void map_memory(UniqueFd memory);
   void handle_message(std::int64_t value, UniqueFd fd, std::vector<DeviceEvent>& events);
   void drain_socket(std::vector<DeviceEvent>& events);
-  void drain_own_eventfds(std::vector<DeviceEvent>& events);
+  // Reads our eventfds of the vectors in `vectors` (bit v: vector v).
+  void drain_own_eventfds(std::uint64_t vectors, std::vector<DeviceEvent>& events);
   void on_daemon_lost(std::vector<DeviceEvent>& events);
   void try_reattach(std::vector<DeviceEvent>& events);
   void watch_socket();

@@ -97,7 +97,8 @@ class LoopbackDevice final : public WaitableDevice {
   // Caller holds the link's membership_mutex_.
   void drop_pending() noexcept;
   void collect_membership(std::vector<DeviceEvent>& events);
-  void collect_doorbells(std::vector<DeviceEvent>& events);
+  // One event per fired vector among `vectors` (bit v: vector v).
+  void collect_doorbells(std::uint64_t vectors, std::vector<DeviceEvent>& events);
 
   LoopbackLink& link_;
   std::uint32_t id_;

@@ -49,6 +49,23 @@ namespace detail {
 struct Core;  // private to linux-uio/src
 }  // namespace detail
 
+// Who may call into a Session (SessionOptions::threading).
+enum class Threading : std::uint8_t {
+  // Any thread may call any member at any time (the default). Every call
+  // takes the Session's locks, and a progress thread keeps the handshake
+  // and reset detection going while the application does not call in.
+  multi,
+  // One thread at a time uses the Session and everything it made (its
+  // Channels, Messages, Loans and AsyncChannels); a hand-over between
+  // threads is synchronised by the application. No locks are taken and no
+  // progress thread runs: the handshake, reset detection and the other
+  // side's drain move on inside the application's calls (receive, send,
+  // process_events, or an AsyncChannel's waits), so an application that
+  // stops calling in for long delays its peers' handshakes. In exchange a
+  // message costs no atomic read-modify-write beyond the ring's own.
+  single,
+};
+
 struct SessionOptions {
   // Largest message this side accepts (announced to the peer; a larger send
   // fails with message_too_large before anything is written).
@@ -65,6 +82,7 @@ struct SessionOptions {
   // be received before they are dropped (and not counted as delivered) so
   // the peer's new incarnation can hand-shake.
   std::chrono::milliseconds drain_timeout{2000};
+  Threading threading = Threading::multi;
 };
 
 // A blocking call sleeps about 5 us in the kernel when it has to wait for an

@@ -159,6 +159,30 @@ class RingConsumer {
     return read_ == produced_;
   }
 
+  // For a thread that waits for records without holding the lock that
+  // serialises this consumer: the producer's `produced` word and the value
+  // peek() last saw. changed() is a hint that a record may be there (or that
+  // unread records already are); the waiter then takes its lock and peek()s,
+  // which validates everything. The word stays readable for as long as the
+  // producer's memory is mapped, even across a re-init.
+  struct Watch {
+    const std::uint64_t* produced = nullptr;
+    std::uint64_t seen = 0;
+
+    [[nodiscard]] bool changed() const noexcept {
+      // Relaxed: nothing is read on the strength of this load; peek()
+      // re-reads `produced` with A1.
+      return produced != nullptr && load_shared(*produced, std::memory_order_relaxed) != seen;
+    }
+  };
+
+  // Call with the consumer's lock held. A consumer that has not read
+  // everything it saw gets a Watch that has changed() already.
+  [[nodiscard]] Watch watch() const noexcept {
+    if (producer_ == nullptr || !ready_) return {};
+    return {&producer_->produced.value, read_ == produced_ ? produced_ : produced_ + 1};
+  }
+
   // Copies a record's payload into `destination` (at most its size); the
   // copy is stable even if the producer rewrites the record. Returns the
   // bytes copied.
