@@ -28,6 +28,7 @@ using server_protocol::ReceiveStatus;
 
 // epoll tags: own vectors use their index, the daemon socket this value.
 constexpr std::uint64_t kSocketTag = ~std::uint64_t{0};
+constexpr std::uint64_t kWakeTag = ~std::uint64_t{1};  // the fd add_wake_fd() gave
 
 [[noreturn]] void fail(std::errc code, const std::string& what) {
   throw std::system_error(std::make_error_code(code), what);
@@ -345,16 +346,29 @@ std::vector<DeviceEvent> HostDevice::wait(std::chrono::milliseconds timeout) {
     // Only the eventfds epoll reported: each read is a system call on a
     // blocking receiver's wake-up path.
     std::uint64_t vectors = 0;  // bit v: our eventfd for vector v is readable
+    bool woken = false;
     for (int i = 0; i < count; ++i) {
       if (ready[i].data.u64 == kSocketTag) {
         drain_socket(events);
+      } else if (ready[i].data.u64 == kWakeTag) {
+        woken = true;
       } else if (ready[i].data.u64 < vectors_) {
         vectors |= std::uint64_t{1} << ready[i].data.u64;
       }
     }
     drain_own_eventfds(vectors, events);
-    if (!events.empty() || Clock::now() >= deadline) return events;
+    if (!events.empty() || woken || Clock::now() >= deadline) return events;
   }
+}
+
+bool HostDevice::add_wake_fd(int fd) {
+  epoll_event watch{};
+  watch.events = EPOLLIN;
+  watch.data.u64 = kWakeTag;
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &watch) != 0) {
+    throw std::system_error(errno, std::generic_category(), "epoll_ctl on the wake-up fd");
+  }
+  return true;
 }
 
 void HostDevice::drain_own_eventfds(std::uint64_t vectors, std::vector<DeviceEvent>& events) {

@@ -23,6 +23,7 @@ using Clock = std::chrono::steady_clock;
 
 // epoll tags: vector eventfds use their vector, the membership notifier this.
 constexpr std::uint64_t kMembershipTag = ~std::uint64_t{0};
+constexpr std::uint64_t kWakeTag = ~std::uint64_t{1};  // the fd add_wake_fd() gave
 
 // Longer waits are treated as this long, so a deadline never overflows.
 constexpr std::chrono::hours kLongestWait{24 * 365 * 10};
@@ -154,19 +155,27 @@ std::vector<DeviceEvent> LoopbackDevice::wait(std::chrono::milliseconds timeout)
     // receiver's wake-up path. Membership first; an event posted after
     // epoll_wait() keeps its fd readable and is reported by the next wait.
     bool membership = false;
+    bool woken = false;
     std::uint64_t vectors = 0;  // bit v: vector v's eventfd is readable
     for (int i = 0; i < count; ++i) {
       const std::uint64_t tag = ready[static_cast<std::size_t>(i)].data.u64;
       if (tag == kMembershipTag) {
         membership = true;
+      } else if (tag == kWakeTag) {
+        woken = true;
       } else if (tag < vector_fds_.size()) {
         vectors |= std::uint64_t{1} << tag;
       }
     }
     if (membership) collect_membership(events);
     collect_doorbells(vectors, events);
-    if (!events.empty() || Clock::now() >= deadline) return events;
+    if (!events.empty() || woken || Clock::now() >= deadline) return events;
   }
+}
+
+bool LoopbackDevice::add_wake_fd(int fd) {
+  watch(epoll_.get(), fd, kWakeTag, peer_name(id_) + ": epoll_ctl on the wake-up fd");
+  return true;
 }
 
 void LoopbackDevice::collect_membership(std::vector<DeviceEvent>& events) {

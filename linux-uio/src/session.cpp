@@ -50,6 +50,7 @@ Core::Core(WaitableDevice& device_in, SessionOptions options_in)
   }
   wake_fd = UniqueFd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   if (!wake_fd) throw std::system_error(errno, std::generic_category(), "eventfd");
+  wake_fd_in_device = device.add_wake_fd(wake_fd.get());
 }
 
 Core::~Core() = default;
@@ -441,19 +442,31 @@ void Core::block(std::unique_lock<SessionMutex>& lock, Clock::time_point deadlin
   if (!waiter_active) {
     waiter_active = true;
     lock.unlock();
-    pollfd fds[2] = {{device.event_fd(), POLLIN, 0}, {wake_fd.get(), POLLIN, 0}};
-    const auto wait_ms = std::chrono::ceil<std::chrono::milliseconds>(until - now).count();
-    (void)::poll(fds, 2, static_cast<int>(std::max<std::int64_t>(wait_ms, 0)));
-    if ((fds[1].revents & POLLIN) != 0) {
-      std::uint64_t count = 0;
-      (void)!::read(wake_fd.get(), &count, sizeof count);
+    const auto wait_ms = std::max<std::int64_t>(
+        std::chrono::ceil<std::chrono::milliseconds>(until - now).count(), 0);
+    std::vector<DeviceEvent> events;
+    if (wake_fd_in_device) {
+      events = device.wait(std::chrono::milliseconds{wait_ms});
+      if (events.empty()) {
+        // Woken (or timed out): reset wake_fd, non-blocking, so that the
+        // next wait() sleeps again.
+        std::uint64_t count = 0;
+        (void)!::read(wake_fd.get(), &count, sizeof count);
+      }
+    } else {
+      pollfd fds[2] = {{device.event_fd(), POLLIN, 0}, {wake_fd.get(), POLLIN, 0}};
+      (void)::poll(fds, 2, static_cast<int>(wait_ms));
+      if ((fds[1].revents & POLLIN) != 0) {
+        std::uint64_t count = 0;
+        (void)!::read(wake_fd.get(), &count, sizeof count);
+      }
+      events = device.wait(std::chrono::milliseconds{0});
     }
-    std::vector<DeviceEvent> events = device.wait(std::chrono::milliseconds{0});
     lock.lock();
     waiter_active = false;
-    // Every call to block() re-checks the link: the safety net for a lost
-    // vector-0 interrupt.
-    if (events.empty() && (fds[0].revents & POLLIN) == 0) poll_link();
+    // Every call to block() that brought no device event re-checks the
+    // link: the safety net for a lost vector-0 interrupt.
+    if (events.empty()) poll_link();
     handle_events(events);
     ++wake_serial;
     woken.notify_all();

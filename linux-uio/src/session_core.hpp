@@ -173,6 +173,9 @@ struct Core {
   std::uint64_t wake_serial = 0;
   std::uint32_t sleepers = 0;
   UniqueFd wake_fd;  // eventfd: interrupts the waiter for local events
+  // The device's wait() watches wake_fd too (WaitableDevice::add_wake_fd):
+  // the waiter sleeps in one system call instead of poll() then wait().
+  bool wake_fd_in_device = false;
 
   std::atomic<bool> shut_down{false};
   std::thread progress;  // keeps the handshake moving while the application is busy

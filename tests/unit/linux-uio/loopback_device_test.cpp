@@ -4,6 +4,8 @@
 #include "cellink/linux-uio/loopback_device.hpp"
 
 #include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -92,6 +94,34 @@ TEST(LoopbackDevice, DoorbellsFromManyThreadsAreAllCounted) {
 TEST(LoopbackDevice, WaitReturnsNothingWhenTheTimeoutPasses) {
   LoopbackLink loopback(2);
   EXPECT_TRUE(loopback.device(0).wait(std::chrono::milliseconds{2}).empty());
+}
+
+// A Session sleeps in one wait() on the device and its own wake-up eventfd.
+TEST(LoopbackDevice, WaitReturnsOnceTheWakeFdIsReadableAndLeavesItUnread) {
+  LoopbackLink loopback(2);
+  LoopbackDevice& device = loopback.device(0);
+  const int wake = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  ASSERT_GE(wake, 0);
+  ASSERT_TRUE(device.add_wake_fd(wake));
+  std::thread waker([wake] {
+    std::this_thread::sleep_for(std::chrono::milliseconds{20});
+    const std::uint64_t one = 1;
+    ASSERT_EQ(::write(wake, &one, sizeof one), static_cast<ssize_t>(sizeof one));
+  });
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_TRUE(device.wait(std::chrono::seconds{5}).empty());
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds{5});
+  waker.join();
+  std::uint64_t count = 0;
+  EXPECT_EQ(::read(wake, &count, sizeof count), static_cast<ssize_t>(sizeof count));
+  EXPECT_EQ(count, 1U) << "wait() must leave the wake-up fd for its owner to reset";
+  // Reset, it no longer wakes the device's wait(); a doorbell still does.
+  EXPECT_TRUE(device.wait(std::chrono::milliseconds{2}).empty());
+  ASSERT_EQ(loopback.device(1).doorbell(0, 1), ivshmem::DoorbellStatus::ok);
+  const std::vector<DeviceEvent> events = device.wait(std::chrono::seconds{5});
+  ASSERT_EQ(events.size(), 1U);
+  EXPECT_EQ(events[0].vector, 1U);
+  ::close(wake);
 }
 
 TEST(LoopbackDevice, SetStatePublishesTheWordAndRingsVectorZeroOnEveryOtherPeer) {

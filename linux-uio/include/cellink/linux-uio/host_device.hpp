@@ -84,6 +84,7 @@ class HostDevice final : public WaitableDevice {
   // epoll or Boost.Asio integration). While the daemon is down it does not
   // time re-attach attempts; call wait() periodically then.
   [[nodiscard]] int event_fd() const noexcept override { return epoll_.get(); }
+  [[nodiscard]] bool add_wake_fd(int fd) override;
 
   [[nodiscard]] bool daemon_connected() const noexcept {
     return connected_.load(std::memory_order_relaxed);

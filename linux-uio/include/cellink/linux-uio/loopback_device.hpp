@@ -81,6 +81,7 @@ class LoopbackDevice final : public WaitableDevice {
   // std::system_error only on an unexpected epoll failure.
   [[nodiscard]] std::vector<DeviceEvent> wait(std::chrono::milliseconds timeout) override;
   [[nodiscard]] int event_fd() const noexcept override { return epoll_.get(); }
+  [[nodiscard]] bool add_wake_fd(int fd) override;
 
  private:
   friend class LoopbackLink;

@@ -47,6 +47,16 @@ class WaitableDevice : public ivshmem::Device {
   // An fd that becomes readable whenever wait() would return events.
   [[nodiscard]] virtual int event_fd() const noexcept = 0;
 
+  // Makes wait() also return (maybe with no events) once `fd` is readable.
+  // wait() never reads `fd`: the caller resets it. Lets one thread sleep in
+  // a single system call on the device and on its own wake-up eventfd.
+  // False when the device cannot; the caller then polls event_fd() and its
+  // fd together. At most one fd, added before the first wait().
+  [[nodiscard]] virtual bool add_wake_fd(int fd) {
+    (void)fd;
+    return false;
+  }
+
  protected:
   WaitableDevice() = default;
 };
