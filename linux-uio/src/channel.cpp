@@ -577,8 +577,12 @@ Message Channel::receive(std::chrono::nanoseconds timeout) {
     if (core.shut_down.load() || channel.closed.load()) {
       return ChannelState::make_error(MessageErrc::shut_down);
     }
-    if (!channel.queue.empty())
+    if (transports::Record record; core.take_next(channel, record)) {
+      return ChannelState::make_message(channel, record, core.link.peer_epoch(channel.peer));
+    }
+    if (!channel.queue.empty()) {
       return ChannelState::make_message(channel, core.pop_inbound(channel));
+    }
     detail::Inbound direct;
     if (core.pump(channel.peer, &channel, &direct)) {
       return ChannelState::make_message(channel, std::move(direct));

@@ -240,6 +240,22 @@ bool Core::pump(std::uint32_t peer, ChannelState* wanted, Inbound* direct) {
   }
 }
 
+bool Core::take_next(ChannelState& channel, transports::Record& out) {
+  const std::uint32_t peer = channel.peer;
+  if (!channel.queue.empty() || channel.partial_active || pairs[peer].full_channels != 0 ||
+      !link.readable(peer) || link.consumer(peer).peek(out) != transports::ConsumeStatus::ok) {
+    return false;
+  }
+  if (out.channel == channel.local_id && out.flags == 0 &&
+      !channel.closed.load(std::memory_order_relaxed)) {
+    ++pairs[peer].outstanding;
+    return true;
+  }
+  bool delivered_direct = false;
+  dispatch(peer, out, &channel, nullptr, delivered_direct);
+  return false;
+}
+
 void Core::dispatch(std::uint32_t peer, const transports::Record& record, ChannelState* wanted,
                     Inbound* direct, bool& delivered_direct) {
   auto& rx = link.consumer(peer);

@@ -129,6 +129,9 @@ struct ChannelState {
   // Friend access to Message and Loan (channel.cpp).
   // Caller holds Core::mutex.
   static Message make_message(ChannelState& owner, Inbound&& inbound);
+  // Caller holds Core::mutex: a whole record read in place (zero copy).
+  static Message make_message(ChannelState& owner, const transports::Record& record,
+                              std::uint32_t peer_epoch);
   static Message make_error(MessageErrc error) { return Message{error}; }
   static void release(Message& message) noexcept;
   static Loan make_loan(const std::shared_ptr<LoanState>& state, std::span<std::byte> data);
@@ -190,6 +193,11 @@ struct Core {
   // Moves every record the peer published into channel queues; returns the
   // message for `wanted` directly when it is next and its queue is empty.
   bool pump(std::uint32_t peer, ChannelState* wanted, Inbound* direct);
+  // receive()'s fast path: when `channel`'s queue is empty and the peer's
+  // next record is a whole message for it, takes that record (counted as
+  // outstanding) into `out`. Anything else it finds first is dispatched as
+  // pump() would, and false returned.
+  bool take_next(ChannelState& channel, transports::Record& out);
   void dispatch(std::uint32_t peer, const transports::Record& record, ChannelState* wanted,
                 Inbound* direct, bool& delivered_direct);
   void handle_control(std::uint32_t peer, std::span<const std::byte> payload);
