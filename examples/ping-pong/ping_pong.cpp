@@ -9,6 +9,8 @@
 //   adaptive  receive() spins for the Session's default budget, then sleeps;
 //   poll      spin on try_receive() and never sleep: the receiver never arms
 //             its ring, so the sender never rings a doorbell.
+// --single-thread makes the Session single-threaded (Threading::single): no
+// locks and no progress thread, since this program calls it from one thread.
 // The protocol, the message format and the report: ping_pong.hpp. Exit status
 // 0 on success; 1 with "error: ..." on stderr.
 #include "ping_pong.hpp"
@@ -113,11 +115,15 @@ int run(int argc, char** argv) {
   app.add_option("--mode", mode, "block, poll or adaptive (spin, then block)")
       ->capture_default_str()
       ->check(CLI::IsMember({"block", "poll", "adaptive"}));
+  bool single_thread = false;
+  app.add_flag("--single-thread", single_thread,
+               "single-threaded Session: no locks, no progress thread (docs/link.md, section 8)");
   CLI11_PARSE(app, argc, argv);
 
   try {
     SessionOptions session_options;
     if (mode == "block") session_options.spin_budget = std::chrono::nanoseconds{0};
+    if (single_thread) session_options.threading = cellink::linux_uio::Threading::single;
     std::unique_ptr<Session> session = Session::connect(options.device(), session_options);
     Channel channel = session->open(options.channel);
     if (const std::error_code error = channel.wait_connected(options.timeout())) {
@@ -127,8 +133,9 @@ int run(int argc, char** argv) {
                       options.channel, error.message(), options.link,
                       options.role == "ping" ? "pong" : "ping"));
     }
-    fmt::print("{}: cell '{}' (peer {}) on link '{}', channel '{}' connected, mode {}\n",
-               options.role, options.cell, session->id(), options.link, options.channel, mode);
+    fmt::print("{}: cell '{}' (peer {}) on link '{}', channel '{}' connected, mode {}{}\n",
+               options.role, options.cell, session->id(), options.link, options.channel, mode,
+               single_thread ? ", single-threaded Session" : "");
     std::fflush(stdout);
     const int status = options.role == "ping" ? run_ping(channel, options, mode)
                                               : run_pong(channel, options, mode);

@@ -57,6 +57,23 @@ TEST_F(ExamplesTest, PingPongBlockingEchoesEveryMessageAndPrintsPercentiles) {
   EXPECT_EQ(pong.wait_exit(kRunTimeout), 0);
 }
 
+// Single-threaded Sessions (no locks, no progress thread) through the real
+// daemon: the handshake, blocking wake-ups and fragments still work.
+TEST_F(ExamplesTest, PingPongSingleThreadedSessionsEchoEveryMessage) {
+  Process& pong = start(CELLINK_PING_PONG_BIN, "guest",
+                        {"--role", "pong", "--mode", "adaptive", "--single-thread"});
+  Process& ping = start(CELLINK_PING_PONG_BIN, "host",
+                        {"--role", "ping", "--mode", "block", "--single-thread", "--count", "300",
+                         "--warmup", "0", "--size", "20000"});
+
+  ping.expect_line("single-threaded Session$", kRunTimeout);
+  ping.expect_line("^ping: 300 round trips of 20000 B, mode block, every echo intact$",
+                   kRunTimeout);
+  EXPECT_EQ(ping.wait_exit(kRunTimeout), 0);
+  pong.expect_line("^pong: echoed 300 messages; the ping left$", kRunTimeout);
+  EXPECT_EQ(pong.wait_exit(kRunTimeout), 0);
+}
+
 TEST_F(ExamplesTest, PingPongPollingCarriesFragmentedMessagesIntact) {
   // 40000 B: three records each way (a record carries 16376 B on this link).
   Process& pong = start(CELLINK_PING_PONG_BIN, "guest", {"--role", "pong", "--mode", "poll"});
