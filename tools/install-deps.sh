@@ -23,12 +23,13 @@ required_packages=(
   nlohmann-json3-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
-  # guests for the QEMU tests and demos
-  qemu-system-x86 busybox-static
+  # guests for the QEMU tests and demos; libelf1 runs the guest kernel's
+  # objtool when tools/guest/build-guest-image.sh builds uio_ivshmem.ko
+  qemu-system-x86 busybox-static libelf1
   # fuzzing (the `fuzz` preset) and the formatting and lint tools
   clang libclang-rt-14-dev libfuzzer-14-dev clang-format clang-tidy
 )
-optional_packages=(dpdk-dev iceoryx libiceoryx-posh-dev)
+optional_packages=(dpdk-dev iceoryx libiceoryx-posh-dev gnuplot-nox)
 
 with_optional=false
 for arg in "$@"; do

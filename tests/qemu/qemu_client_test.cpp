@@ -8,40 +8,22 @@
 #include <unistd.h>
 
 #include <cstdlib>
-#include <sstream>
 
 #include <gtest/gtest.h>
 
 #include "fixture.hpp"
+#include "qemu_binary.hpp"
 
 namespace cellink::integration {
 namespace {
 
 constexpr milliseconds kQemuStartTimeout{30000};
 
-std::string find_qemu() {
-  for (const char* dir : {"/usr/bin", "/usr/local/bin"}) {
-    std::string path = std::string(dir) + "/qemu-system-x86_64";
-    if (::access(path.c_str(), X_OK) == 0) return path;
-  }
-  return {};
-}
-
-std::vector<std::string> split_words(const std::string& text) {
-  std::istringstream stream(text);
-  std::vector<std::string> words;
-  for (std::string word; stream >> word;) words.push_back(word);
-  return words;
-}
-
 class QemuClient : public IntegrationTest {
  protected:
   void SetUp() override {
     qemu_binary_ = find_qemu();
-    if (qemu_binary_.empty()) {
-      GTEST_SKIP() << "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86): "
-                      "the real-QEMU client test cannot run on this machine";
-    }
+    if (qemu_binary_.empty()) GTEST_SKIP() << kNoQemuReason;
   }
 
   void TearDown() override {
