@@ -102,7 +102,10 @@ void print_ratio(const std::string& label, const Latency& x, const Latency& y, d
 struct PollingResults {
   Latency ring[std::size(kRttSizes)];
   Latency channel[std::size(kRttSizes)];  // send + receive (spinning inside receive)
+  Latency single[std::size(kRttSizes)];   // the same, single-threaded Sessions
 };
+
+constexpr linux_uio::Threading kSingle = linux_uio::Threading::single;
 
 PollingResults run_polling(const Settings& settings) {
   std::printf("\n== 1. Channel vs raw ring RTT, polling, %llu samples after %llu warm-up ==\n",
@@ -113,7 +116,8 @@ PollingResults run_polling(const Settings& settings) {
       "  channel: two Sessions over a LoopbackLink (64 KiB rings), channel 'bench', spin_budget\n"
       "  24 h; the sender fills the whole payload, the receiver reads one word per 64 bytes.\n"
       "  send: Channel::send() of a staged buffer; loan: loan(), fill in place, commit().\n"
-      "  receive: receive() spinning inside; try_receive: a loop of try_receive().\n");
+      "  receive: receive() spinning inside; try_receive: a loop of try_receive().\n"
+      "  single-threaded: both Sessions with Threading::single (no locks, no progress thread).\n");
   print_columns();
   PollingResults results;
   for (std::size_t i = 0; i < std::size(kRttSizes); ++i) {
@@ -130,7 +134,12 @@ PollingResults run_polling(const Settings& settings) {
     const Latency loan =
         channel_rtt(settings, kSpinForever, size, SendWith::loan, ReceiveWith::receive);
     print_row("channel " + bytes + " loan + receive", loan);
+    results.single[i] = channel_rtt(settings, kSpinForever, size, SendWith::send,
+                                    ReceiveWith::receive, kChannelOutputSection, kSingle);
+    print_row("channel " + bytes + " single-thr. Session", results.single[i]);
     print_ratio("  channel/ring " + bytes + " send+receive", results.channel[i], results.ring[i],
+                kTarget);
+    print_ratio("  channel/ring " + bytes + " single-threaded", results.single[i], results.ring[i],
                 kTarget);
     print_ratio("  channel/ring " + bytes + " send+try_receive", try_loop, results.ring[i],
                 kTarget);
@@ -142,6 +151,7 @@ PollingResults run_polling(const Settings& settings) {
 struct BlockingResults {
   Latency eventfd;
   Latency channel;
+  Latency single;  // single-threaded Sessions
 };
 
 BlockingResults run_blocking(const Settings& polling) {
@@ -167,8 +177,12 @@ BlockingResults run_blocking(const Settings& polling) {
   results.channel = channel_rtt(settings, std::chrono::nanoseconds{0}, size, SendWith::send,
                                 ReceiveWith::receive);
   print_row("channel " + size_label(size) + " send + receive, blocking", results.channel);
+  results.single = channel_rtt(settings, std::chrono::nanoseconds{0}, size, SendWith::send,
+                               ReceiveWith::receive, kChannelOutputSection, kSingle);
+  print_row("channel " + size_label(size) + " blocking, single-thr.", results.single);
   print_ratio("  blocking channel/eventfd " + size_label(size), results.channel, results.eventfd,
               kTarget);
+  print_ratio("  blocking single-threaded/eventfd", results.single, results.eventfd, kTarget);
   print_ratio("  eventfd via epoll/eventfd", through_epoll, results.eventfd, 0);
   return results;
 }
@@ -216,6 +230,10 @@ void run_cost(const Settings& settings) {
     std::printf("  %-7s channel %8.1f ns   ring %8.1f ns   channel - ring %8.1f ns\n",
                 size_label(size).c_str(), cost.channel_ns, cost.ring_ns,
                 cost.channel_ns - cost.ring_ns);
+    const Cost single = single_thread_cost(settings, size, kSingle);
+    std::printf("  %-7s single  %8.1f ns   ring %8.1f ns   single - ring  %8.1f ns\n",
+                size_label(size).c_str(), single.channel_ns, single.ring_ns,
+                single.channel_ns - single.ring_ns);
   }
   for (const std::uint32_t temperatures : kSampleTemperatures) {
     const CapnpCase shape{temperatures, sample_bytes(temperatures)};
@@ -232,9 +250,11 @@ void print_summary(const PollingResults& polling, const BlockingResults& blockin
   for (std::size_t i = 0; i < std::size(kRttSizes); ++i) {
     print_ratio("channel/ring RTT " + size_label(kRttSizes[i]) + ", polling", polling.channel[i],
                 polling.ring[i], kTarget);
+    print_ratio("  single-threaded Sessions", polling.single[i], polling.ring[i], kTarget);
   }
   print_ratio("blocking channel/eventfd RTT " + size_label(kRttSizes[kPrimarySize]),
               blocking.channel, blocking.eventfd, kTarget);
+  print_ratio("  single-threaded Sessions", blocking.single, blocking.eventfd, kTarget);
   print_ratio("capnp/raw RTT 64 B", capnp.capnp[0], capnp.raw[0], 0);
   print_ratio("capnp/raw RTT 1 KiB", capnp.capnp[1], capnp.raw[1], 0);
 }
@@ -310,6 +330,7 @@ int run(const Options& options) {
 
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress shows as each row completes
+  cellink::bench::set_program_name("channel_bench");
   cellink::bench::Options options;
   if (argc > 1 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) {
     cellink::bench::print_usage(stdout);

@@ -25,6 +25,7 @@
 #include "cellink/linux-uio/unique_fd.hpp"
 #include "cellink/transports/link_format.hpp"
 #include "channel_bench.hpp"
+#include "channel_sides.hpp"
 #include "round_trips.hpp"
 #include "telemetry/telemetry.capnp.h"
 
@@ -37,16 +38,6 @@ using linux_uio::Loan;
 using linux_uio::Message;
 using linux_uio::MessageErrc;
 using linux_uio::UniqueFd;
-
-// 128 KiB output sections give each direction a 64 KiB ring, the size of
-// ring_rtt()'s rings, so that both walk the same amount of memory.
-constexpr std::uint64_t kOutputSection = 128 * 1024;
-static_assert([] {
-  transports::LinkGeometry geometry;
-  return transports::LinkGeometry::compute(2, kOutputSection, geometry) &&
-         geometry.ring_capacity_bytes() == kRttRingCapacity;
-}());
-constexpr std::chrono::seconds kConnectTimeout{5};
 
 // A sends message i and waits for its echo; B receives it and echoes it.
 template <typename Side>
@@ -64,104 +55,6 @@ template <typename Side>
   keep(a.sink() + b.sink());
   return latency;
 }
-
-// ---- Two Sessions over one LoopbackLink -----------------------------------------
-
-// Peer 0 (thread A) and peer 1 (thread B), each with channel "bench" open
-// toward the other and connected. Built on the main thread before the
-// measured threads start; A uses only a(), B only b().
-class SessionPair {
- public:
-  explicit SessionPair(std::chrono::nanoseconds spin_budget)
-      : link_(2, kOutputSection),
-        a_session_(link_.device(0), options(spin_budget)),
-        b_session_(link_.device(1), options(spin_budget)),
-        a_(a_session_.open("bench")),
-        b_(b_session_.open("bench")) {
-    if (a_.wait_connected(kConnectTimeout) || b_.wait_connected(kConnectTimeout)) {
-      fail("channel 'bench' did not connect over the LoopbackLink within 5 s");
-    }
-  }
-  [[nodiscard]] Channel& a() noexcept { return a_; }
-  [[nodiscard]] Channel& b() noexcept { return b_; }
-
- private:
-  [[nodiscard]] static linux_uio::SessionOptions options(std::chrono::nanoseconds spin_budget) {
-    linux_uio::SessionOptions options;
-    options.spin_budget = spin_budget;
-    return options;
-  }
-  linux_uio::LoopbackLink link_;
-  linux_uio::Session a_session_;
-  linux_uio::Session b_session_;
-  Channel a_;
-  Channel b_;
-};
-
-// One side of a raw-bytes ping-pong: as ring_rtt(), the sender fills the
-// whole payload (memset, sequence number first) and the receiver reads one
-// word per 64 bytes and checks the sequence number.
-class RawSide {
- public:
-  RawSide(Channel& channel, std::uint32_t size, SendWith send_with, ReceiveWith receive_with)
-      : channel_(channel),
-        size_(size),
-        send_with_(send_with),
-        receive_with_(receive_with),
-        staging_(size, 64) {}
-
-  void send(std::uint64_t sequence) {
-    if (send_with_ == SendWith::loan) {
-      Loan loan = channel_.loan(size_);
-      if (!loan) fail("loan(%u): %s", size_, loan.error().message().c_str());
-      write_payload(loan.data().data(), size_, sequence, Workload::fill);
-      if (const std::error_code error = loan.commit(size_)) {
-        fail("commit(%u): %s", size_, error.message().c_str());
-      }
-      return;
-    }
-    write_payload(staging_.data(), size_, sequence, Workload::fill);
-    if (const std::error_code error = channel_.send(std::span{staging_.data(), size_})) {
-      fail("send(%u): %s", size_, error.message().c_str());
-    }
-  }
-
-  void receive(std::uint64_t sequence) {
-    const Message message = next();
-    const std::uint64_t first =
-        read_payload(message.payload().data(), message.size(), Workload::fill, sink_);
-    if (first != sequence || message.size() != size_) {
-      fail("channel round trip %llu: got message %llu of %zu bytes, expected %u bytes",
-           static_cast<unsigned long long>(sequence), static_cast<unsigned long long>(first),
-           message.size(), size_);
-    }
-  }  // ~Message releases the record, as ring_rtt() releases before replying
-
-  [[nodiscard]] std::uint64_t sink() const noexcept { return sink_; }
-
- private:
-  [[nodiscard]] Message next() {
-    if (receive_with_ == ReceiveWith::receive) {
-      Message message = channel_.receive();
-      if (!message) fail("receive: %s", message.error().message().c_str());
-      return message;
-    }
-    for (;;) {
-      Message message = channel_.try_receive();
-      if (message) return message;
-      if (message.error() != MessageErrc::would_block) {
-        fail("try_receive: %s", message.error().message().c_str());
-      }
-    }
-  }
-
-  Channel& channel_;
-  std::uint32_t size_;
-  SendWith send_with_;
-  ReceiveWith receive_with_;
-  AlignedBuffer staging_;
-  std::uint64_t sink_ = 0;
-};
 
 // ---- Plain eventfds ---------------------------------------------------------------
 
@@ -355,8 +248,9 @@ class SampleSide {
 }  // namespace
 
 Latency channel_rtt(const Settings& settings, std::chrono::nanoseconds spin_budget,
-                    std::uint32_t size, SendWith send_with, ReceiveWith receive_with) {
-  SessionPair pair(spin_budget);
+                    std::uint32_t size, SendWith send_with, ReceiveWith receive_with,
+                    std::uint64_t output_section, linux_uio::Threading threading) {
+  SessionPair pair(spin_budget, output_section, threading);
   RawSide a(pair.a(), size, send_with, receive_with);
   RawSide b(pair.b(), size, send_with, receive_with);
   return ping_pong(settings, a, b);
@@ -388,25 +282,29 @@ Latency eventfd_rtt(const Settings& settings, bool through_epoll) {
 }
 
 std::uint32_t sample_bytes(std::uint32_t temperatures) {
-  capnp::MallocMessageBuilder builder;
+  // A first segment large enough for the whole Sample (a float list packs
+  // two elements per word), so that it takes one segment at any size.
+  capnp::MallocMessageBuilder builder(std::max<unsigned>(1024, temperatures / 2 + 64));
   fill_sample(builder.initRoot<Sample>(), 0, temperatures);
   const auto segments = builder.getSegmentsForOutput();
   if (segments.size() != 1) fail("a test Sample took %zu segments", segments.size());
   return static_cast<std::uint32_t>(segments[0].size() * sizeof(capnp::word));
 }
 
-Latency sample_rtt(const Settings& settings, const CapnpCase& shape, Encoding encoding) {
-  SessionPair pair(kSpinForever);
+Latency sample_rtt(const Settings& settings, const CapnpCase& shape, Encoding encoding,
+                   std::chrono::nanoseconds spin_budget, std::uint64_t output_section) {
+  SessionPair pair(spin_budget, output_section);
   SampleSide a(pair.a(), shape, encoding);
   SampleSide b(pair.b(), shape, encoding);
   return ping_pong(settings, a, b);
 }
 
-Cost single_thread_cost(const Settings& settings, std::uint32_t size) {
+Cost single_thread_cost(const Settings& settings, std::uint32_t size,
+                        linux_uio::Threading threading) {
   const std::uint64_t messages = (settings.rtt_warmup + settings.rtt_samples) & ~std::uint64_t{1};
   Cost cost;
   {
-    SessionPair pair(kSpinForever);
+    SessionPair pair(kSpinForever, kChannelOutputSection, threading);
     RawSide a(pair.a(), size, SendWith::send, ReceiveWith::receive);
     RawSide b(pair.b(), size, SendWith::send, ReceiveWith::receive);
     single_thread_channel_loop(a, b, settings.rtt_warmup & ~std::uint64_t{1});

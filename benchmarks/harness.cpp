@@ -25,6 +25,8 @@ namespace {
   return cpu;
 }
 
+const char* g_program_name = "ring_bench";
+
 void pin_or_abort(int cpu) {
   cpu_set_t set;
   CPU_ZERO(&set);
@@ -35,10 +37,14 @@ void pin_or_abort(int cpu) {
 
 }  // namespace
 
+void set_program_name(const char* name) noexcept {
+  g_program_name = name;
+}
+
 void fail(const char* format, ...) {
   std::va_list arguments;
   va_start(arguments, format);
-  std::fputs("ring_bench: ", stderr);
+  std::fprintf(stderr, "%s: ", g_program_name);
   std::vfprintf(stderr, format, arguments);
   std::fputc('\n', stderr);
   va_end(arguments);

@@ -39,9 +39,12 @@ struct CpuPair {
 void run_pinned(const CpuPair& cpus, const std::function<void()>& first,
                 const std::function<void()>& second);
 
-// Prints "ring_bench: " and the message to stderr, then aborts: for a queue
-// that lost or reordered a record, which must never yield a figure.
+// Prints "ring_bench: " (or the name given to set_program_name()) and the
+// message to stderr, then aborts: for a queue that lost or reordered a
+// record, which must never yield a figure.
 [[noreturn]] void fail(const char* format, ...) __attribute__((format(printf, 1, 2)));
+// The name fail() prefixes its messages with; `name` must outlive the program.
+void set_program_name(const char* name) noexcept;
 
 // Zeroed heap memory, aligned to `alignment` bytes (a power of two) and
 // touched once so that page faults happen before any measurement.
@@ -131,6 +134,17 @@ class Histogram {
   // The smallest recorded value that at least `percent` % of samples do
   // not exceed (to the bucket's precision); 0 when empty.
   [[nodiscard]] std::uint64_t percentile(double percent) const noexcept;
+  // Calls visit(ticks, count) for every non-empty bucket in ascending order,
+  // `ticks` being the bucket's middle (capped at max()): the distribution,
+  // e.g. for a CDF plot.
+  template <typename Visit>
+  void for_each_bucket(Visit visit) const {
+    for (std::size_t index = 0; index < kBuckets; ++index) {
+      if (counts_[index] == 0) continue;
+      const std::uint64_t middle = value(index);
+      visit(middle < max_ ? middle : max_, counts_[index]);
+    }
+  }
 
  private:
   static constexpr unsigned kSubBits = 8;

@@ -126,9 +126,9 @@ Latency index_and_data_rtt(const Settings& settings, bool with_fence) {
   return latency;
 }
 
-Latency ring_rtt(const Settings& settings, std::uint32_t payload_size) {
-  RingMemory forward_memory(kRttRingCapacity);
-  RingMemory backward_memory(kRttRingCapacity);
+Latency ring_rtt(const Settings& settings, std::uint32_t payload_size, std::uint64_t capacity) {
+  RingMemory forward_memory(capacity);
+  RingMemory backward_memory(capacity);
   RingProducer a_out;
   RingProducer b_out;
   RingConsumer<> b_in;

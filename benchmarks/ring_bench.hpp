@@ -9,7 +9,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
+#include <string>
 
 #include "cellink/transports/ring_consumer.hpp"
 #include "cellink/transports/ring_producer.hpp"
@@ -25,6 +27,7 @@ struct Settings {
   std::uint64_t rtt_warmup = 0;   // round trips run first and not recorded
   unsigned repetitions = 1;       // throughput runs per row; the median is reported
   std::uint64_t divisor = 1;      // divides the throughput record counts (quick, smoke)
+  bool untimed_pass = true;       // round trips: also run the pass timed in blocks
 };
 
 // One ring's memory as two cells see it: the producer area and the consumer
@@ -62,9 +65,12 @@ class RingMemory {
 // second pass timed in blocks of 1000 round trips: the median block's mean,
 // free of timer overhead.
 struct Latency {
-  double p50 = 0, p90 = 0, p99 = 0, p999 = 0, max = 0, mean = 0;
+  double p50 = 0, p90 = 0, p99 = 0, p999 = 0, p9999 = 0, max = 0, mean = 0;
   double untimed = 0;
   std::uint64_t switches = 0;  // involuntary context switches during both passes
+  // The timed round trips' distribution in ticks (for CDF plots); null for
+  // figures that do not come from round_trips().
+  std::shared_ptr<const Histogram> histogram;
 };
 
 // What print_run_header() says about the run.
@@ -75,6 +81,9 @@ struct RunHeader {
   const char* second_role;  // the thread on cpus.second
   const char* ctxsw_note;   // how to read the ctxsw column, ending in a newline
 };
+
+// /proc/cpuinfo's first "model name", or "unknown CPU".
+[[nodiscard]] std::string cpu_model();
 
 // Prints the benchmark's header: program, machine, pinning, build, clock.
 void print_run_header(const RunHeader& header, const Settings& settings, const Latency& timer);
@@ -88,8 +97,11 @@ void print_run_header(const RunHeader& header, const Settings& settings, const L
 [[nodiscard]] Latency index_and_data_rtt(const Settings& settings, bool with_fence);
 // Two cellink rings (A->B, B->A), polling; each side fills the whole
 // payload and the receiver reads one word per 64 bytes of it.
-[[nodiscard]] Latency ring_rtt(const Settings& settings, std::uint32_t payload_size);
-inline constexpr std::uint64_t kRttRingCapacity = 64 * 1024;
+inline constexpr std::uint64_t kRttRingCapacity = std::uint64_t{64} * 1024;
+// `capacity` bytes per ring: at least four times the payload (a record may
+// take half the ring).
+[[nodiscard]] Latency ring_rtt(const Settings& settings, std::uint32_t payload_size,
+                               std::uint64_t capacity = kRttRingCapacity);
 
 // One streaming row: `records` records of `record_size` payload bytes through
 // a queue of `capacity` bytes; the first `warmup` records are not timed.
@@ -109,6 +121,10 @@ inline constexpr std::uint32_t kPublishBatch = 32;
 [[nodiscard]] const char* rte_ring_version() noexcept;
 // Requires rte_ring_available().
 [[nodiscard]] double rte_ring_rate(const Settings& settings, const StreamCase& stream);
+// Round trips of one buffer per side passed by pointer on two SP/SC rings;
+// the sender fills the whole payload, the receiver reads one word per 64
+// bytes. Requires rte_ring_available().
+[[nodiscard]] Latency rte_ring_rtt(const Settings& settings, std::size_t payload_size);
 // One thread copying `record_size`-byte records into a `capacity`-byte area.
 [[nodiscard]] double memcpy_rate(const Settings& settings, const StreamCase& stream);
 

@@ -10,6 +10,7 @@
 // Built with DPDK only when CMake finds pkg-config's libdpdk; without it,
 // rte_ring_available() is false and the row says how to install it.
 #include "ring_bench.hpp"
+#include "round_trips.hpp"
 
 #if CELLINK_BENCH_HAVE_DPDK && !defined(__SANITIZE_THREAD__)
 #define CELLINK_BENCH_RTE_RING 1
@@ -119,6 +120,45 @@ double rte_ring_rate(const Settings& settings, const StreamCase& stream) {
   return static_cast<double>(stream.records - begin_index) / settings.clock.seconds(end - begin);
 }
 
+Latency rte_ring_rtt(const Settings& settings, std::size_t payload_size) {
+  AlignedBuffer a_buffer(payload_size, 64);
+  AlignedBuffer b_buffer(payload_size, 64);
+  PointerRing forward("cl_bench_fwd", 1);
+  PointerRing backward("cl_bench_bwd", 1);
+  std::uint64_t a_sink = 0;
+  std::uint64_t b_sink = 0;
+  // Each side reuses its one buffer: the echo of round trip i proves the
+  // peer has read it.
+  const auto send = [payload_size](rte_ring* ring, std::byte* buffer, std::uint64_t sequence) {
+    write_payload(buffer, payload_size, sequence, Workload::fill);
+    while (rte_ring_sp_enqueue(ring, buffer) != 0) {
+    }
+  };
+  const auto receive = [payload_size](rte_ring* ring, std::uint64_t sequence, std::uint64_t& sink) {
+    void* buffer = nullptr;
+    while (rte_ring_sc_dequeue(ring, &buffer) != 0) {
+    }
+    const std::uint64_t first =
+        read_payload(static_cast<const std::byte*>(buffer), payload_size, Workload::fill, sink);
+    if (first != sequence) {
+      fail("rte_ring round trip %llu: got message %llu", static_cast<unsigned long long>(sequence),
+           static_cast<unsigned long long>(first));
+    }
+  };
+  const Latency latency = round_trips(
+      settings,
+      [&](std::uint64_t i) {
+        send(forward.get(), a_buffer.data(), i);
+        receive(backward.get(), i, a_sink);
+      },
+      [&](std::uint64_t i) {
+        receive(forward.get(), i, b_sink);
+        send(backward.get(), b_buffer.data(), i);
+      });
+  keep(a_sink + b_sink);
+  return latency;
+}
+
 #else
 
 bool rte_ring_available() noexcept {
@@ -137,6 +177,10 @@ const char* rte_ring_version() noexcept {
 }
 
 double rte_ring_rate(const Settings&, const StreamCase&) {
+  fail("rte_ring row requested, but ring_bench was built without DPDK");
+}
+
+Latency rte_ring_rtt(const Settings&, std::size_t) {
   fail("rte_ring row requested, but ring_bench was built without DPDK");
 }
 

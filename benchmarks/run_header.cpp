@@ -13,9 +13,8 @@
 #endif
 
 namespace cellink::bench {
-namespace {
 
-[[nodiscard]] std::string cpu_model() {
+std::string cpu_model() {
   std::ifstream cpuinfo("/proc/cpuinfo");
   std::string line;
   while (std::getline(cpuinfo, line)) {
@@ -23,8 +22,6 @@ namespace {
   }
   return "unknown CPU";
 }
-
-}  // namespace
 
 void print_run_header(const RunHeader& header, const Settings& settings, const Latency& timer) {
   utsname system{};

@@ -6,13 +6,14 @@
 # Usage: tools/install-deps.sh [--optional]
 #   --optional  also install the comparison baselines for benchmarks/:
 #               dpdk-dev (rte_ring) and iceoryx (iox-roudi plus the POSH
-#               headers). They are large and nothing else needs them.
+#               headers), and gnuplot-nox for the plots of `cellink bench
+#               --report`. They are large and nothing else needs them.
 #
 # Runs apt-get as root, through sudo when not already root.
 set -euo pipefail
 
 usage() {
-  sed -n '6,9s/^# \{0,1\}//p' "$0"
+  sed -n '6,10s/^# \{0,1\}//p' "$0"
 }
 
 required_packages=(

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "cellink/hypervisor/config.hpp"
 
@@ -22,6 +23,9 @@ int run_status(const std::filesystem::path& runtime_dir, bool json);
 int run_qemu_args(const std::string& cell, const std::optional<std::filesystem::path>& config,
                   const std::filesystem::path& runtime_dir, const std::string& link);
 int run_demo(const std::optional<std::filesystem::path>& runtime_dir);
+// Replaces this process with cellink_bench and `arguments`; returns only on
+// failure.
+int run_bench(const std::vector<std::string>& arguments);
 
 // Loads --config FILE, or the embedded default; prints every error to
 // stderr and returns nullopt when the configuration is invalid.

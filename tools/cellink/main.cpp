@@ -61,6 +61,20 @@ int run_cli(int argc, char** argv) {
   std::string demo_dir;
   demo->add_option("--runtime-dir", demo_dir, "Runtime directory (default: a private one)");
 
+  CLI::App* bench = app.add_subcommand(
+      "bench",
+      "Latency and throughput of every cellink transport against the physical limit and "
+      "the usual alternatives (runs cellink_bench with the same arguments)");
+  bench->prefix_command();  // everything after `bench` goes to cellink_bench
+  bench->footer(
+      "Options (passed to cellink_bench):\n"
+      "  --quick        under a minute, coarse figures (default run: a few minutes)\n"
+      "  --smoke        tiny counts: proves every row runs\n"
+      "  --json         JSON on stdout (docs/bench-json.md); table and progress on stderr\n"
+      "  --report DIR   Markdown and HTML report with gnuplot plots in DIR\n"
+      "  --cpus A,B     the two CPUs to pin to\n"
+      "  --only ID,...  only these transports (e.g. cellink-channel,pipe)");
+
   CLI11_PARSE(app, argc, argv);
 
   auto optional_path = [](const std::string& text) -> std::optional<std::filesystem::path> {
@@ -79,6 +93,7 @@ int run_cli(int argc, char** argv) {
                                          qemu_link);
     }
     if (*demo) return cellink::cli::run_demo(optional_path(demo_dir));
+    if (*bench) return cellink::cli::run_bench(bench->remaining());
   } catch (const std::exception& error) {
     std::cerr << "cellink: " << error.what() << "\n";
     return 1;
