@@ -40,10 +40,14 @@
 #include "cellink/ivshmem/registers_v1.hpp"
 #include "cellink/ivshmem/registers_v2.hpp"
 #include "cellink/linux-uio/unique_fd.hpp"
+#include "guest_console.hpp"
 
 namespace {
 
 namespace ivshmem = cellink::ivshmem;
+using cellink::guest_test::fail;
+using cellink::guest_test::parse_option;
+using cellink::guest_test::say;
 using cellink::linux_uio::UniqueFd;
 
 constexpr std::string_view kPciDevices = "/sys/bus/pci/devices";
@@ -61,17 +65,6 @@ struct Options {
   std::optional<std::uint32_t> host_peer;
   int host_wait_ms = 30000;
 };
-
-void say(const std::string& line) {
-  std::printf("CELLINK-GUEST: %s\n", line.c_str());
-  std::fflush(stdout);
-}
-
-int fail(const std::string& reason) {
-  std::printf("CELLINK-GUEST-RESULT: fail %s\n", reason.c_str());
-  std::fflush(stdout);
-  return 1;
-}
 
 std::string errno_text() {
   return std::strerror(errno);
@@ -214,15 +207,6 @@ Wait wait_for_interrupt(int fd, int timeout_ms) {
     return {std::nullopt, "re-arming through irqcontrol: " + errno_text()};
   }
   return {count, ""};
-}
-
-std::optional<std::uint64_t> parse_option(std::string_view arg, std::string_view name) {
-  if (!arg.starts_with(name) || arg.size() == name.size()) return std::nullopt;
-  const std::string value(arg.substr(name.size()));
-  char* end = nullptr;
-  const unsigned long long parsed = std::strtoull(value.c_str(), &end, 0);
-  if (*end != '\0' || parsed > 0x7fffffffULL) return std::nullopt;
-  return parsed;
 }
 
 std::optional<Options> parse_options(int argc, char** argv) {

@@ -58,7 +58,7 @@ class HostDevice final : public WaitableDevice {
   [[nodiscard]] static std::unique_ptr<HostDevice> connect(const HostDeviceOptions& options,
                                                            std::error_code& error,
                                                            std::string& detail) noexcept;
-  ~HostDevice();
+  ~HostDevice() override;
 
   // ivshmem::Device
   [[nodiscard]] std::uint32_t id() const noexcept override { return id_; }

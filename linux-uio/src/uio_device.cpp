@@ -1,0 +1,350 @@
+// UioDevice: an ivshmem device through uio_ivshmem. Spec in uio_device.hpp.
+#include "cellink/linux-uio/uio_device.hpp"
+
+#include <fcntl.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
+#include <limits>
+
+#include "cellink/ivshmem/link_descriptor.hpp"
+#include "cellink/ivshmem/registers_v1.hpp"
+#include "cellink/ivshmem/registers_v2.hpp"
+
+namespace cellink::linux_uio {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+// epoll tags.
+constexpr std::uint64_t kUioTag = 0;
+constexpr std::uint64_t kWakeTag = 1;  // the fd add_wake_fd() gave
+
+// wait() sleeps at most this long per epoll_wait() (its timeout is an int)
+// and takes any timeout from this one on as "no deadline".
+constexpr std::int64_t kMaxEpollWaitMs = std::numeric_limits<int>::max();
+constexpr std::chrono::milliseconds kNoDeadline = std::chrono::hours{24 * 365 * 100};
+
+[[noreturn]] void fail(std::errc code, const std::string& what) {
+  throw std::system_error(std::make_error_code(code), what);
+}
+
+[[noreturn]] void fail_errno(int error, const std::string& what) {
+  throw std::system_error(error, std::generic_category(), what);
+}
+
+}  // namespace
+
+std::unique_ptr<UioDevice> UioDevice::open(const UioDeviceOptions& options) {
+  std::unique_ptr<UioDevice> device(new UioDevice());
+  device->open_device(options);
+  return device;
+}
+
+std::unique_ptr<UioDevice> UioDevice::open(const UioDeviceOptions& options, std::error_code& error,
+                                           std::string& detail) noexcept {
+  try {
+    auto device = open(options);
+    error.clear();
+    return device;
+  } catch (const std::system_error& failure) {
+    error = failure.code();
+    detail = failure.what();
+  } catch (const std::exception& failure) {
+    error = std::make_error_code(std::errc::io_error);
+    detail = failure.what();
+  }
+  return nullptr;
+}
+
+UioDevice::~UioDevice() {
+  for (const Mapping& mapping : mappings_) ::munmap(mapping.base, mapping.length);
+}
+
+void UioDevice::open_device(const UioDeviceOptions& options) {
+  const long page = ::sysconf(_SC_PAGESIZE);
+  if (page <= 0) fail(std::errc::io_error, "sysconf(_SC_PAGESIZE) failed");
+  page_size_ = static_cast<std::uint64_t>(page);
+
+  IvshmemPciDevice pci;
+  if (options.uio.empty()) {
+    pci = locate_ivshmem_uio(options.sysfs_root, options.pci_address);
+    uio_name_ = pci.uio;
+  } else {
+    pci = describe_uio(options.sysfs_root, options.uio);
+    uio_name_ = options.uio;
+  }
+  const fs::path uio_dir = options.sysfs_root / "class" / "uio" / uio_name_;
+  where_ = (options.dev_root / uio_name_).string();
+  maps_ = classify_uio_maps(read_uio_maps(uio_dir, page_size_), page_size_, where_);
+  if ((maps_.version == IvshmemVersion::v2) != (pci.version == IvshmemVersion::v2)) {
+    fail(std::errc::no_such_device, where_ + ": the maps are " + version_name(maps_.version) +
+                                        " but the PCI function is " + version_name(pci.version));
+  }
+
+  mappings_.reserve(kMaxUioMaps);  // map() then never fails to record a mapping
+  uio_ = UniqueFd(::open(where_.c_str(), O_RDWR | O_CLOEXEC | O_NONBLOCK));
+  if (!uio_) {
+    const int error = errno;
+    if (error == ENOENT) {
+      fail_errno(error, where_ +
+                            ": no device node (is devtmpfs mounted? mount -t devtmpfs "
+                            "devtmpfs /dev)");
+    }
+    if (error == EACCES || error == EPERM) {
+      fail_errno(error, where_ +
+                            ": permission denied (run as root, or give the user access "
+                            "with a udev rule or chmod)");
+    }
+    fail_errno(error, where_ + ": open failed");
+  }
+  registers_ = reinterpret_cast<volatile std::uint32_t*>(
+      map(maps_.registers, PROT_READ | PROT_WRITE) + maps_.registers.offset);
+  if (maps_.version == IvshmemVersion::v1) {
+    map_v1(pci.msix_vectors);
+  } else {
+    map_v2(pci.msix_vectors, pci.class_code);
+  }
+  watch_interrupts();
+  known_present_ = present_peers();
+}
+
+std::byte* UioDevice::map(const UioRegion& region, int protection) {
+  void* base = ::mmap(nullptr, region.mapped_length, protection, MAP_SHARED, uio_.get(),
+                      static_cast<off_t>(region.map * page_size_));
+  if (base == MAP_FAILED) {
+    fail_errno(errno, where_ + ": mmap of map " + std::to_string(region.map) + " (" +
+                          std::to_string(region.mapped_length) + " bytes)");
+  }
+  mappings_.push_back({static_cast<std::byte*>(base), region.mapped_length});
+  return static_cast<std::byte*>(base);
+}
+
+void UioDevice::map_v1(std::uint32_t msix_vectors) {
+  std::byte* shmem = map(maps_.shmem, PROT_READ | PROT_WRITE);
+  if (maps_.shmem.size < ivshmem::kLinkDescriptorOffset + sizeof(ivshmem::LinkDescriptor)) {
+    fail(std::errc::invalid_argument, where_ + ": the shared memory cannot hold a descriptor");
+  }
+  // Every peer may write any byte of a v1 link: copy the descriptor out
+  // once and use only the validated copy.
+  ivshmem::LinkDescriptor descriptor{};
+  std::memcpy(&descriptor, shmem + ivshmem::kLinkDescriptorOffset, sizeof(descriptor));
+  const std::uint32_t iv_position = read_register(offsetof(ivshmem::v1::Registers, iv_position));
+  geometry_ = v1_link_geometry(maps_, descriptor, iv_position, msix_vectors, where_);
+
+  const ivshmem::Layout& layout = geometry_.layout;
+  state_table_ = shmem;
+  rw_section_ = {shmem + layout.rw_section().offset, layout.rw_section().size};
+  const ivshmem::Section own = layout.output_section(geometry_.id);
+  own_output_ = {shmem + own.offset, own.size};
+  outputs_ = shmem + layout.output_section(0).offset;
+}
+
+void UioDevice::map_v2(std::uint32_t msix_vectors, std::uint32_t class_code) {
+  const std::uint32_t id = read_register(offsetof(ivshmem::v2::Registers, id));
+  const std::uint32_t max_peers = read_register(offsetof(ivshmem::v2::Registers, max_peers));
+  geometry_ = v2_link_geometry(maps_, id, max_peers, msix_vectors, class_code, where_);
+  // The driver refuses PROT_WRITE on the read-only maps.
+  state_table_ = map(maps_.state_table, PROT_READ);
+  if (maps_.rw_section.size != 0) {
+    rw_section_ = {map(maps_.rw_section, PROT_READ | PROT_WRITE), maps_.rw_section.size};
+  }
+  outputs_ = map(maps_.input_sections, PROT_READ);
+  own_output_ = {map(maps_.output_section, PROT_READ | PROT_WRITE), maps_.output_section.size};
+}
+
+void UioDevice::watch_interrupts() {
+  epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
+  if (!epoll_) fail_errno(errno, "epoll_create1");
+  epoll_event watch{};
+  watch.events = EPOLLIN;
+  watch.data.u64 = kUioTag;
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, uio_.get(), &watch) != 0) {
+    const int error = errno;
+    fail_errno(error, where_ + (error == EPERM ? ": cannot be polled, so it is not a UIO device"
+                                               : ": epoll_ctl failed"));
+  }
+  // v2: arm (one-shot mode may have left Interrupt Control clear); v1:
+  // unmask, in case a previous user masked and the driver kept it.
+  const std::int32_t on = 1;
+  if (::write(uio_.get(), &on, sizeof(on)) != static_cast<ssize_t>(sizeof(on))) {
+    fail_errno(errno, where_ + ": enabling interrupts through irqcontrol failed");
+  }
+}
+
+std::uint32_t UioDevice::read_register(std::size_t offset) const noexcept {
+  return registers_[offset / sizeof(std::uint32_t)];
+}
+
+void UioDevice::write_register(std::size_t offset, std::uint32_t value) const noexcept {
+  registers_[offset / sizeof(std::uint32_t)] = value;
+}
+
+const std::uint32_t* UioDevice::state_entry(std::uint32_t peer) const noexcept {
+  return reinterpret_cast<const std::uint32_t*>(state_table_ +
+                                                geometry_.layout.state_entry_offset(peer));
+}
+
+bool UioDevice::peer_present(std::uint32_t peer) const noexcept {
+  if (peer >= peer_count()) return false;
+  return peer == id() || peer_state(peer) != 0;
+}
+
+std::span<const std::byte> UioDevice::output_section(std::uint32_t peer) const noexcept {
+  const std::uint64_t size = geometry_.layout.output_section(0).size;
+  return {outputs_ + std::uint64_t{peer} * size, size};
+}
+
+ivshmem::DoorbellStatus UioDevice::doorbell(std::uint32_t peer, std::uint32_t vector) noexcept {
+  if (peer >= peer_count()) return ivshmem::DoorbellStatus::no_such_peer;
+  if (vector >= vector_count()) return ivshmem::DoorbellStatus::no_such_vector;
+  // F1: every store to shared memory before this call is visible before the
+  // MMIO write that raises the peer's interrupt; pairs with the acquire
+  // loads the peer makes after its wait() returns.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  const std::uint32_t value = maps_.version == IvshmemVersion::v1
+                                  ? ivshmem::v1::doorbell_value(peer, vector)
+                                  : ivshmem::v2::doorbell_value(peer, vector);
+  write_register(offsetof(ivshmem::v1::Registers, doorbell), value);
+  static_assert(offsetof(ivshmem::v1::Registers, doorbell) ==
+                offsetof(ivshmem::v2::Registers, doorbell));
+  return ivshmem::DoorbellStatus::ok;
+}
+
+void UioDevice::set_state(std::uint32_t value) noexcept {
+  if (maps_.version == IvshmemVersion::v2) {
+    // F2: our section writes are visible before the hypervisor publishes
+    // the state and interrupts the peers; pairs with their acquire load.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    write_register(offsetof(ivshmem::v2::Registers, state), value);
+    return;
+  }
+  // v1: this peer writes its own entry, as HostDevice does on the same
+  // memory. R1: everything written before is visible to a peer that reads
+  // the new value; pairs with the acquire load in peer_state().
+  auto* entry = const_cast<std::uint32_t*>(state_entry(id()));
+  std::atomic_ref<std::uint32_t>(*entry).store(value, std::memory_order_release);
+  for (std::uint32_t peer = 0; peer < peer_count(); ++peer) {
+    if (peer != id()) (void)doorbell(peer, 0);
+  }
+}
+
+std::uint32_t UioDevice::peer_state(std::uint32_t peer) const noexcept {
+  // A1: pairs with the writer's release (R1), or the daemon's or the
+  // hypervisor's reset of a departed peer's entry. Only loads: the v2 map
+  // is read-only.
+  auto* entry = const_cast<std::uint32_t*>(state_entry(peer));
+  return std::atomic_ref<std::uint32_t>(*entry).load(std::memory_order_acquire);
+}
+
+std::vector<DeviceEvent> UioDevice::wait(std::chrono::milliseconds timeout) {
+  std::vector<DeviceEvent> doorbells;
+  // A timeout of years is "forever": Clock::now() + milliseconds::max()
+  // would overflow.
+  const Clock::time_point deadline =
+      timeout >= kNoDeadline ? Clock::time_point::max() : Clock::now() + timeout;
+  bool interrupted = false;
+  for (;;) {
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
+    const auto sleep_ms = std::clamp<std::int64_t>(left.count(), 0, kMaxEpollWaitMs);
+    epoll_event ready[2];
+    const int count = ::epoll_wait(epoll_.get(), ready, 2, static_cast<int>(sleep_ms));
+    if (count < 0) {
+      if (errno == EINTR) continue;
+      fail_errno(errno, where_ + ": epoll_wait");
+    }
+    bool woken = false;
+    for (int i = 0; i < count; ++i) {
+      if (ready[i].data.u64 == kWakeTag) {
+        woken = true;
+      } else if (collect_interrupt(doorbells)) {
+        interrupted = true;
+      }
+    }
+    if (interrupted || woken || Clock::now() >= deadline) break;
+  }
+  if (interrupted && timeout.count() > 0) {
+    interrupt_wakeups_.fetch_add(1, std::memory_order_relaxed);
+  }
+  std::vector<DeviceEvent> events;
+  collect_membership(events);
+  events.insert(events.end(), doorbells.begin(), doorbells.end());
+  return events;
+}
+
+bool UioDevice::collect_interrupt(std::vector<DeviceEvent>& events) {
+  std::uint32_t count = 0;
+  const ssize_t got = ::read(uio_.get(), &count, sizeof(count));
+  if (got < 0) {
+    if (errno == EAGAIN || errno == EINTR) return false;
+    fail_errno(errno, where_ + ": read of the interrupt count");
+  }
+  if (got != static_cast<ssize_t>(sizeof(count))) {
+    fail(std::errc::io_error, where_ + ": short read of the interrupt count");
+  }
+  // The driver's count wraps at 2^32; the first read only tells "some".
+  std::uint32_t fired = have_count_ ? count - last_count_ : 1;
+  if (fired == 0) fired = 1;
+  last_count_ = count;
+  have_count_ = true;
+  reads_.fetch_add(1, std::memory_order_relaxed);
+  interrupts_.fetch_add(fired, std::memory_order_relaxed);
+  if (maps_.version == IvshmemVersion::v2) {
+    // One-shot mode cleared Interrupt Control on delivery: re-arm before the
+    // caller re-checks its rings, so nothing committed after that re-check
+    // can go unannounced.
+    const std::int32_t arm = 1;
+    if (::write(uio_.get(), &arm, sizeof(arm)) != static_cast<ssize_t>(sizeof(arm))) {
+      fail_errno(errno, where_ + ": re-arming interrupts through irqcontrol");
+    }
+  }
+  // Which vector fired is unknown: report every one (see the file comment).
+  for (std::uint32_t vector = 0; vector < vector_count(); ++vector) {
+    events.push_back({DeviceEvent::Kind::doorbell, vector, fired, 0, {}});
+  }
+  return true;
+}
+
+std::uint32_t UioDevice::present_peers() const noexcept {
+  std::uint32_t present = 0;
+  for (std::uint32_t peer = 0; peer < peer_count(); ++peer) {
+    if (peer != id() && peer_state(peer) != 0) present |= 1U << peer;
+  }
+  return present;
+}
+
+void UioDevice::collect_membership(std::vector<DeviceEvent>& events) {
+  const std::uint32_t present = present_peers();
+  const std::uint32_t changed = present ^ known_present_;
+  known_present_ = present;
+  for (std::uint32_t peer = 0; peer < peer_count(); ++peer) {
+    if ((changed & (1U << peer)) == 0) continue;
+    const bool joined = (present & (1U << peer)) != 0;
+    events.push_back(
+        {joined ? DeviceEvent::Kind::peer_joined : DeviceEvent::Kind::peer_left, 0, 0, peer, {}});
+  }
+}
+
+bool UioDevice::add_wake_fd(int fd) {
+  epoll_event watch{};
+  watch.events = EPOLLIN;
+  watch.data.u64 = kWakeTag;
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &watch) != 0) {
+    fail_errno(errno, where_ + ": epoll_ctl on the wake-up fd");
+  }
+  return true;
+}
+
+UioDeviceStats UioDevice::stats() const noexcept {
+  return {interrupts_.load(std::memory_order_relaxed),
+          interrupt_wakeups_.load(std::memory_order_relaxed),
+          reads_.load(std::memory_order_relaxed)};
+}
+
+}  // namespace cellink::linux_uio

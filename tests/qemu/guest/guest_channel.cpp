@@ -1,0 +1,210 @@
+// guest_channel: a Session in a Linux guest, over UioDevice (uio_ivshmem),
+// exchanging checked messages with a host process on the daemon's link
+// (tests/qemu/guest_channel_test.cpp, docs/guests.md). Statically linked: the
+// guest has busybox and nothing else.
+//
+//   1. opens the only uio_ivshmem device and a Session over it, with
+//      spin_budget 0: a receive that finds nothing sleeps on the MSI-X
+//      interrupt at once, there is no polling loop;
+//   2. opens channel "guest-ping" and waits for the host's side;
+//   3. host first: receives ping r (blocking), answers pong r, N rounds;
+//   4. guest first: sends ping r, receives pong r (blocking), N rounds;
+//      each side sends only once the other sleeps in its receive
+//      (ping_pong_format.hpp), so every receive blocks and a doorbell ends it;
+//   5. waits for the host to leave and reports when the reset shows.
+// Every message is checked byte for byte (ping_pong_format.hpp). Lines start
+// with "CELLINK-GUEST: "; the last is "CELLINK-GUEST-RESULT: ok channel ..."
+// or "CELLINK-GUEST-RESULT: fail <reason>".
+//
+// Usage: guest_channel [--rounds=N] [--timeout-ms=MS]
+#include <chrono>
+#include <cinttypes>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "cellink/linux-uio/session.hpp"
+#include "cellink/linux-uio/uio_device.hpp"
+#include "guest_console.hpp"
+#include "ping_pong_format.hpp"
+
+namespace {
+
+using cellink::guest_test::fail;
+using cellink::guest_test::Kind;
+using cellink::guest_test::parse_option;
+using cellink::guest_test::Phase;
+using cellink::guest_test::say;
+using cellink::linux_uio::Channel;
+using cellink::linux_uio::Message;
+using cellink::linux_uio::MessageErrc;
+using cellink::linux_uio::Session;
+using cellink::linux_uio::UioDevice;
+using Clock = std::chrono::steady_clock;
+
+struct Options {
+  std::uint32_t rounds = 8;
+  std::chrono::milliseconds timeout{30000};
+};
+
+// Thrown on the first thing that goes wrong; main() prints it as the result.
+struct Failure {
+  std::string reason;
+};
+
+struct Counters {
+  std::uint64_t received = 0;
+  std::uint64_t sent = 0;
+  std::uint64_t bytes_received = 0;
+  std::uint64_t bytes_sent = 0;
+  std::uint64_t blocked = 0;  // receives that found nothing and slept
+};
+
+class PingPong {
+ public:
+  PingPong(UioDevice& device, Channel& channel, std::size_t max_record,
+           std::chrono::milliseconds timeout)
+      : device_(device), channel_(channel), max_record_(max_record), timeout_(timeout) {}
+
+  void receive(Phase phase, Kind kind, std::uint32_t round) {
+    Message message = channel_.try_receive();
+    if (!message && message.error() == MessageErrc::would_block) {
+      ++counters_.blocked;
+      message = channel_.receive(timeout_);
+    }
+    if (!message) {
+      throw Failure{"receiving " + std::string(kind == Kind::ping ? "ping " : "pong ") +
+                    std::to_string(round) + ": " + message.error().message()};
+    }
+    const std::string mismatch =
+        cellink::guest_test::check_message(message.payload(), phase, kind, round, max_record_);
+    if (!mismatch.empty()) throw Failure{"wrong message: " + mismatch};
+    ++counters_.received;
+    counters_.bytes_received += message.size();
+  }
+
+  // Sends once the host sleeps in its receive, so its doorbell wakes it.
+  void send(Phase phase, Kind kind, std::uint32_t round) {
+    if (!cellink::guest_test::await_receiver_armed(device_, channel_.peer(), timeout_)) {
+      throw Failure{"the host never waited for round " + std::to_string(round)};
+    }
+    const auto bytes = cellink::guest_test::make_message(phase, kind, round, max_record_);
+    if (const std::error_code error = channel_.send(bytes, timeout_)) {
+      throw Failure{"sending " + std::string(kind == Kind::ping ? "ping " : "pong ") +
+                    std::to_string(round) + ": " + error.message()};
+    }
+    ++counters_.sent;
+    counters_.bytes_sent += bytes.size();
+  }
+
+  [[nodiscard]] const Counters& counters() const { return counters_; }
+
+ private:
+  UioDevice& device_;
+  Channel& channel_;
+  std::size_t max_record_;
+  std::chrono::milliseconds timeout_;
+  Counters counters_;
+};
+
+std::optional<Options> parse_options(int argc, char** argv) {
+  Options options;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg(argv[i]);
+    if (const auto rounds = parse_option(arg, "--rounds="); rounds && *rounds > 0) {
+      options.rounds = static_cast<std::uint32_t>(*rounds);
+    } else if (const auto ms = parse_option(arg, "--timeout-ms="); ms && *ms > 0) {
+      options.timeout = std::chrono::milliseconds{*ms};
+    } else {
+      return std::nullopt;
+    }
+  }
+  return options;
+}
+
+// Receives until the host's reset shows; its channel close may come first.
+std::chrono::milliseconds await_host_leaving(Channel& channel, std::chrono::milliseconds timeout) {
+  const Clock::time_point start = Clock::now();
+  for (;;) {
+    const Message message = channel.receive(timeout);
+    if (message) throw Failure{"a message arrived after the last round"};
+    if (message.error() == MessageErrc::peer_reset) break;
+    if (message.error() != MessageErrc::channel_closed) {
+      throw Failure{"waiting for the host to leave: " + message.error().message()};
+    }
+  }
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
+}
+
+int run(const Options& options) {
+  std::error_code error;
+  std::string detail;
+  const std::unique_ptr<UioDevice> device = UioDevice::open({}, error, detail);
+  if (!device) return fail("UioDevice::open: " + detail);
+  say(device->uio_name() + ": ivshmem " + cellink::linux_uio::version_name(device->version()) +
+      ", link '" + device->link_name() + "', peer " + std::to_string(device->id()) + " of " +
+      std::to_string(device->peer_count()) + ", " + std::to_string(device->vector_count()) +
+      " vectors");
+
+  Counters counters;
+  std::chrono::milliseconds host_left_after{0};
+  {
+    // spin_budget 0: every receive that finds nothing sleeps on the device.
+    Session session(*device, {.spin_budget = std::chrono::nanoseconds{0}});
+    const std::uint32_t host = session.only_peer();
+    Channel channel = session.open(cellink::guest_test::kChannelName);
+    if (const std::error_code waited = session.wait_for_peer(host, options.timeout)) {
+      return fail("the host (peer " + std::to_string(host) + ") never ran: " + waited.message());
+    }
+    if (const std::error_code waited = channel.wait_connected(options.timeout)) {
+      return fail("the host never opened the channel: " + waited.message());
+    }
+    say("session epoch " + std::to_string(session.epoch()) + " running with peer " +
+        std::to_string(host) + ", channel connected, " +
+        std::to_string(session.max_record_payload()) + " bytes per record");
+
+    PingPong ping_pong(*device, channel, session.max_record_payload(), options.timeout);
+    try {
+      for (std::uint32_t round = 0; round < options.rounds; ++round) {
+        ping_pong.receive(Phase::host_first, Kind::ping, round);
+        ping_pong.send(Phase::host_first, Kind::pong, round);
+      }
+      say("host first: " + std::to_string(options.rounds) + " pings received, pongs sent");
+      for (std::uint32_t round = 0; round < options.rounds; ++round) {
+        ping_pong.send(Phase::guest_first, Kind::ping, round);
+        ping_pong.receive(Phase::guest_first, Kind::pong, round);
+      }
+      say("guest first: " + std::to_string(options.rounds) + " pings sent, pongs received");
+      host_left_after = await_host_leaving(channel, options.timeout);
+    } catch (const Failure& failure) {
+      return fail(failure.reason);
+    }
+    counters = ping_pong.counters();
+  }
+  const cellink::linux_uio::UioDeviceStats stats = device->stats();
+  std::printf("CELLINK-GUEST-RESULT: ok channel rounds=%" PRIu32 " received=%" PRIu64
+              " sent=%" PRIu64 " bytes-received=%" PRIu64 " bytes-sent=%" PRIu64
+              " blocked-receives=%" PRIu64 " uio-interrupts=%" PRIu64 " interrupt-wakeups=%" PRIu64
+              " host-left-after-ms=%lld\n",
+              options.rounds, counters.received, counters.sent, counters.bytes_received,
+              counters.bytes_sent, counters.blocked, stats.interrupts, stats.interrupt_wakeups,
+              static_cast<long long>(host_left_after.count()));
+  std::fflush(stdout);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::optional<Options> options = parse_options(argc, argv);
+  if (!options) return fail("usage: guest_channel [--rounds=N] [--timeout-ms=MS]");
+  try {
+    return run(*options);
+  } catch (const std::exception& failure) {
+    return fail(failure.what());
+  }
+}

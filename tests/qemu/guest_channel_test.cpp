@@ -1,0 +1,241 @@
+// Channel messages between a Linux guest and a host process through
+// uio_ivshmem (docs/guests.md, "What the QEMU tests prove").
+//
+// The daemon serves a two-cell link (host = peer 0, guest = peer 1). This
+// test process is the host: a Session over HostDevice, with spin_budget 0 so
+// that a receive that finds nothing sleeps on the doorbell eventfds at once.
+// The guest runs cellink-guest-channel (guest/guest_channel.cpp): a Session
+// over UioDevice, also with spin_budget 0, sleeping on the MSI-X interrupt
+// through /dev/uio0. They ping-pong on channel "guest-ping" in both
+// directions, each checking every byte (guest/ping_pong_format.hpp). Each
+// side sends only once the other has armed its ring's wake-up and sleeps, so
+// every receive blocks and the other side's doorbell is what wakes it. Then
+// the host leaves, and the guest must see it through the state table.
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <iostream>
+#include <memory>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "cellink/linux-uio/host_device.hpp"
+#include "cellink/linux-uio/session.hpp"
+#include "guest/ping_pong_format.hpp"
+#include "guest_fixture.hpp"
+
+namespace cellink::integration {
+namespace {
+
+using guest_test::Kind;
+using guest_test::Phase;
+using linux_uio::Channel;
+using linux_uio::DeviceEvent;
+using linux_uio::Message;
+using linux_uio::MessageErrc;
+using linux_uio::Session;
+
+constexpr std::uint32_t kRounds = 8;
+// 64 KiB output sections (32 KiB rings, 16 376-byte records): some messages
+// are fragmented, and the 3-record ones make the sender wait for ring space.
+constexpr const char* kLinkConfig = R"([[cell]]
+name = "host"
+
+[[cell]]
+name = "guest"
+
+[[link]]
+name = "vm"
+cells = ["host", "guest"]
+rw_section = "0"
+output_section = "64KiB"
+vectors = 2
+protocol = "cellink"
+)";
+constexpr std::uint32_t kDataVector = 1;  // Link::data_vector() with 2 vectors
+
+// Forwards to the host's HostDevice and counts the blocking waits that a
+// data doorbell ended: the evidence that a blocked receiver was woken by the
+// guest's doorbell, not by the Session's 20 ms safety poll.
+class ObservedDevice final : public linux_uio::WaitableDevice {
+ public:
+  explicit ObservedDevice(linux_uio::WaitableDevice& inner) : inner_(inner) {}
+
+  [[nodiscard]] std::uint32_t id() const noexcept override { return inner_.id(); }
+  [[nodiscard]] std::uint32_t peer_count() const noexcept override { return inner_.peer_count(); }
+  [[nodiscard]] std::uint32_t vector_count() const noexcept override {
+    return inner_.vector_count();
+  }
+  [[nodiscard]] bool peer_present(std::uint32_t peer) const noexcept override {
+    return inner_.peer_present(peer);
+  }
+  [[nodiscard]] const ivshmem::Layout& layout() const noexcept override { return inner_.layout(); }
+  [[nodiscard]] std::span<std::byte> rw_section() noexcept override { return inner_.rw_section(); }
+  [[nodiscard]] std::span<std::byte> own_output_section() noexcept override {
+    return inner_.own_output_section();
+  }
+  [[nodiscard]] std::span<const std::byte> output_section(
+      std::uint32_t peer) const noexcept override {
+    return inner_.output_section(peer);
+  }
+  [[nodiscard]] ivshmem::DoorbellStatus doorbell(std::uint32_t peer,
+                                                 std::uint32_t vector) noexcept override {
+    return inner_.doorbell(peer, vector);
+  }
+  void set_state(std::uint32_t value) noexcept override { inner_.set_state(value); }
+  [[nodiscard]] std::uint32_t peer_state(std::uint32_t peer) const noexcept override {
+    return inner_.peer_state(peer);
+  }
+  [[nodiscard]] std::vector<DeviceEvent> wait(std::chrono::milliseconds timeout) override {
+    std::vector<DeviceEvent> events = inner_.wait(timeout);
+    if (timeout.count() > 0) {
+      for (const DeviceEvent& event : events) {
+        if (event.kind == DeviceEvent::Kind::doorbell && event.vector == kDataVector) {
+          data_wakeups_.fetch_add(1, std::memory_order_relaxed);
+          break;
+        }
+      }
+    }
+    return events;
+  }
+  [[nodiscard]] int event_fd() const noexcept override { return inner_.event_fd(); }
+  [[nodiscard]] bool add_wake_fd(int fd) override { return inner_.add_wake_fd(fd); }
+
+  [[nodiscard]] std::uint64_t data_wakeups() const noexcept {
+    return data_wakeups_.load(std::memory_order_relaxed);
+  }
+
+ private:
+  linux_uio::WaitableDevice& inner_;
+  std::atomic<std::uint64_t> data_wakeups_{0};  // relaxed: read after the run
+};
+
+// The host's half of the ping-pong; every failure is an ExpectationFailed.
+class HostSide {
+ public:
+  HostSide(ivshmem::Device& device, Channel& channel, std::size_t max_record)
+      : device_(device), channel_(channel), max_record_(max_record) {}
+
+  // Sends once the guest sleeps in its receive, so its interrupt wakes it.
+  void send(Phase phase, Kind kind, std::uint32_t round) {
+    if (!guest_test::await_receiver_armed(device_, channel_.peer(), kGuestStepTimeout)) {
+      throw ExpectationFailed("host: the guest never waited for round " + std::to_string(round));
+    }
+    const auto bytes = guest_test::make_message(phase, kind, round, max_record_);
+    if (const std::error_code error = channel_.send(bytes, kGuestStepTimeout)) {
+      throw ExpectationFailed("host: sending round " + std::to_string(round) + ": " +
+                              error.message());
+    }
+    bytes_sent += bytes.size();
+  }
+
+  void receive(Phase phase, Kind kind, std::uint32_t round) {
+    Message message = channel_.try_receive();
+    if (!message && message.error() == MessageErrc::would_block) {
+      ++blocked;
+      message = channel_.receive(kGuestStepTimeout);
+    }
+    if (!message) {
+      throw ExpectationFailed("host: receiving round " + std::to_string(round) + ": " +
+                              message.error().message());
+    }
+    const std::string mismatch =
+        guest_test::check_message(message.payload(), phase, kind, round, max_record_);
+    if (!mismatch.empty()) throw ExpectationFailed("host received a wrong message: " + mismatch);
+    bytes_received += message.size();
+    ++received;
+  }
+
+  std::uint64_t received = 0;
+  std::uint64_t blocked = 0;
+  std::uint64_t bytes_sent = 0;
+  std::uint64_t bytes_received = 0;
+
+ private:
+  ivshmem::Device& device_;
+  Channel& channel_;
+  std::size_t max_record_;
+};
+
+std::uint64_t field(const std::string& line, const std::string& name) {
+  std::smatch match;
+  if (!std::regex_search(line, match, std::regex(" " + name + "=([0-9]+)"))) {
+    throw ExpectationFailed("the guest's result has no " + name + "=: " + line);
+  }
+  return std::stoull(match[1].str());
+}
+
+class GuestChannel : public GuestTest {};
+
+TEST_F(GuestChannel, GuestAndHostSessionsPingPongBothWaysEachWokenByTheOthersDoorbell) {
+  const std::filesystem::path config = write_config(kLinkConfig);
+  start_daemon(config);
+  const auto host_device = linux_uio::HostDevice::connect({runtime_dir(), "vm", "host"});
+  ObservedDevice observed(*host_device);
+  // spin_budget 0: a receive that finds nothing sleeps on the eventfds.
+  auto session = std::make_unique<Session>(
+      observed, linux_uio::SessionOptions{.spin_budget = std::chrono::nanoseconds{0}});
+  Channel channel = session->open(guest_test::kChannelName);
+
+  boot("guest", config,
+       "cellink.run=cellink-guest-channel cellink.arg=--rounds=" + std::to_string(kRounds) +
+           " cellink.arg=--timeout-ms=" + std::to_string(kGuestStepTimeout.count()));
+  expect_guest("CELLINK-GUEST: module uio_ivshmem loaded", kBootTimeout);
+  // UioDevice found the device in sysfs and read the daemon's descriptor.
+  expect_guest("CELLINK-GUEST: uio[0-9]+: ivshmem v1, link 'vm', peer 1 of 2, 2 vectors",
+               kGuestStepTimeout);
+  ASSERT_FALSE(session->wait_for_peer(1, kGuestStepTimeout)) << "the guest's Session never ran";
+  ASSERT_FALSE(channel.wait_connected(kGuestStepTimeout)) << "the guest never opened the channel";
+  expect_guest("session epoch [0-9]+ running with peer 0, channel connected", kGuestStepTimeout);
+  const double connected_at = seconds_since_boot();
+
+  HostSide host(observed, channel, session->max_record_payload());
+  const Clock::time_point start = Clock::now();
+  for (std::uint32_t round = 0; round < kRounds; ++round) {
+    host.send(Phase::host_first, Kind::ping, round);
+    host.receive(Phase::host_first, Kind::pong, round);
+  }
+  for (std::uint32_t round = 0; round < kRounds; ++round) {
+    host.receive(Phase::guest_first, Kind::ping, round);
+    host.send(Phase::guest_first, Kind::pong, round);
+  }
+  const double exchange_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  EXPECT_EQ(host.received, 2 * kRounds);
+
+  // The host leaves; the guest sees the reset through its state table.
+  channel = Channel{};
+  session.reset();
+  const std::string result = expect_guest("CELLINK-GUEST-RESULT: ok channel", kGuestStepTimeout);
+  EXPECT_EQ(field(result, "received"), 2 * kRounds);
+  EXPECT_EQ(field(result, "sent"), 2 * kRounds);
+  EXPECT_EQ(field(result, "bytes-received"), host.bytes_sent) << result;
+  EXPECT_EQ(field(result, "bytes-sent"), host.bytes_received) << result;
+  // The guest's receive saw the host's reset (it prints ok only then).
+  EXPECT_LT(field(result, "host-left-after-ms"), kGuestStepTimeout.count()) << result;
+  // Every receive of both sides slept (each sent only to an armed
+  // receiver), and doorbells woke them: the guest's read() of /dev/uio0
+  // returned an interrupt, the host's eventfd wait a data-vector doorbell.
+  // In practice each blocked receive is woken so; the bound is half because
+  // the Session's 20 ms safety poll may find a record before its interrupt
+  // arrives, on a loaded machine.
+  const std::uint64_t guest_blocked = field(result, "blocked-receives");
+  const std::uint64_t guest_wakeups = field(result, "interrupt-wakeups");
+  EXPECT_EQ(guest_blocked, 2 * kRounds) << result;
+  EXPECT_GE(guest_wakeups, guest_blocked / 2) << result;
+  EXPECT_GE(field(result, "uio-interrupts"), guest_wakeups) << result;
+  EXPECT_EQ(host.blocked, 2 * kRounds);
+  EXPECT_GE(observed.data_wakeups(), host.blocked / 2);
+
+  guest_->expect_line("cellink-guest-channel exited with status 0", kGuestStepTimeout);
+  EXPECT_EQ(guest_->wait_exit(kGuestStepTimeout), 0) << "QEMU must exit when the guest powers off";
+  std::cout << "guest channel: connected " << connected_at << " s after boot; " << 2 * kRounds
+            << " round trips (" << host.bytes_sent + host.bytes_received << " bytes) in "
+            << exchange_seconds << " s; host blocked " << host.blocked << "x, woken by a data "
+            << "doorbell " << observed.data_wakeups() << "x; guest: " << result << "\n";
+}
+
+}  // namespace
+}  // namespace cellink::integration
