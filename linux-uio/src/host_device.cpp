@@ -14,6 +14,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "capture_errors.hpp"
 #include "cellink/linux-uio/fd_passing.hpp"
 #include "cellink/linux-uio/reattach_protocol.hpp"
 #include "cellink/linux-uio/server_protocol.hpp"
@@ -91,18 +92,7 @@ std::unique_ptr<HostDevice> HostDevice::connect(const HostDeviceOptions& options
 std::unique_ptr<HostDevice> HostDevice::connect(const HostDeviceOptions& options,
                                                 std::error_code& error,
                                                 std::string& detail) noexcept {
-  try {
-    auto device = connect(options);
-    error.clear();
-    return device;
-  } catch (const std::system_error& failure) {
-    error = failure.code();
-    detail = failure.what();
-  } catch (const std::exception& failure) {
-    error = std::make_error_code(std::errc::io_error);
-    detail = failure.what();
-  }
-  return nullptr;
+  return detail::capture_errors([&] { return connect(options); }, error, detail);
 }
 
 HostDevice::~HostDevice() {

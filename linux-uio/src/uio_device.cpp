@@ -12,6 +12,7 @@
 #include <cstring>
 #include <limits>
 
+#include "capture_errors.hpp"
 #include "cellink/ivshmem/link_descriptor.hpp"
 #include "cellink/ivshmem/registers_v1.hpp"
 #include "cellink/ivshmem/registers_v2.hpp"
@@ -49,18 +50,7 @@ std::unique_ptr<UioDevice> UioDevice::open(const UioDeviceOptions& options) {
 
 std::unique_ptr<UioDevice> UioDevice::open(const UioDeviceOptions& options, std::error_code& error,
                                            std::string& detail) noexcept {
-  try {
-    auto device = open(options);
-    error.clear();
-    return device;
-  } catch (const std::system_error& failure) {
-    error = failure.code();
-    detail = failure.what();
-  } catch (const std::exception& failure) {
-    error = std::make_error_code(std::errc::io_error);
-    detail = failure.what();
-  }
-  return nullptr;
+  return detail::capture_errors([&] { return open(options); }, error, detail);
 }
 
 UioDevice::~UioDevice() {
