@@ -16,7 +16,6 @@
 #include <cstdint>
 #include <iostream>
 #include <memory>
-#include <regex>
 #include <string>
 #include <vector>
 
@@ -26,6 +25,7 @@
 #include "cellink/linux-uio/session.hpp"
 #include "guest/ping_pong_format.hpp"
 #include "guest_fixture.hpp"
+#include "host_side.hpp"
 
 namespace cellink::integration {
 namespace {
@@ -39,22 +39,6 @@ using linux_uio::MessageErrc;
 using linux_uio::Session;
 
 constexpr std::uint32_t kRounds = 8;
-// 64 KiB output sections (32 KiB rings, 16 376-byte records): some messages
-// are fragmented, and the 3-record ones make the sender wait for ring space.
-constexpr const char* kLinkConfig = R"([[cell]]
-name = "host"
-
-[[cell]]
-name = "guest"
-
-[[link]]
-name = "vm"
-cells = ["host", "guest"]
-rw_section = "0"
-output_section = "64KiB"
-vectors = 2
-protocol = "cellink"
-)";
 constexpr std::uint32_t kDataVector = 1;  // Link::data_vector() with 2 vectors
 
 // Forwards to the host's HostDevice and counts the blocking waits that a
@@ -113,65 +97,10 @@ class ObservedDevice final : public linux_uio::WaitableDevice {
   std::atomic<std::uint64_t> data_wakeups_{0};  // relaxed: read after the run
 };
 
-// The host's half of the ping-pong; every failure is an ExpectationFailed.
-class HostSide {
- public:
-  HostSide(ivshmem::Device& device, Channel& channel, std::size_t max_record)
-      : device_(device), channel_(channel), max_record_(max_record) {}
-
-  // Sends once the guest sleeps in its receive, so its interrupt wakes it.
-  void send(Phase phase, Kind kind, std::uint32_t round) {
-    if (!guest_test::await_receiver_armed(device_, channel_.peer(), kGuestStepTimeout)) {
-      throw ExpectationFailed("host: the guest never waited for round " + std::to_string(round));
-    }
-    const auto bytes = guest_test::make_message(phase, kind, round, max_record_);
-    if (const std::error_code error = channel_.send(bytes, kGuestStepTimeout)) {
-      throw ExpectationFailed("host: sending round " + std::to_string(round) + ": " +
-                              error.message());
-    }
-    bytes_sent += bytes.size();
-  }
-
-  void receive(Phase phase, Kind kind, std::uint32_t round) {
-    Message message = channel_.try_receive();
-    if (!message && message.error() == MessageErrc::would_block) {
-      ++blocked;
-      message = channel_.receive(kGuestStepTimeout);
-    }
-    if (!message) {
-      throw ExpectationFailed("host: receiving round " + std::to_string(round) + ": " +
-                              message.error().message());
-    }
-    const std::string mismatch =
-        guest_test::check_message(message.payload(), phase, kind, round, max_record_);
-    if (!mismatch.empty()) throw ExpectationFailed("host received a wrong message: " + mismatch);
-    bytes_received += message.size();
-    ++received;
-  }
-
-  std::uint64_t received = 0;
-  std::uint64_t blocked = 0;
-  std::uint64_t bytes_sent = 0;
-  std::uint64_t bytes_received = 0;
-
- private:
-  ivshmem::Device& device_;
-  Channel& channel_;
-  std::size_t max_record_;
-};
-
-std::uint64_t field(const std::string& line, const std::string& name) {
-  std::smatch match;
-  if (!std::regex_search(line, match, std::regex(" " + name + "=([0-9]+)"))) {
-    throw ExpectationFailed("the guest's result has no " + name + "=: " + line);
-  }
-  return std::stoull(match[1].str());
-}
-
 class GuestChannel : public GuestTest {};
 
 TEST_F(GuestChannel, GuestAndHostSessionsPingPongBothWaysEachWokenByTheOthersDoorbell) {
-  const std::filesystem::path config = write_config(kLinkConfig);
+  const std::filesystem::path config = write_config(kHostGuestLinkConfig);
   start_daemon(config);
   const auto host_device = linux_uio::HostDevice::connect({runtime_dir(), "vm", "host"});
   ObservedDevice observed(*host_device);
@@ -194,14 +123,7 @@ TEST_F(GuestChannel, GuestAndHostSessionsPingPongBothWaysEachWokenByTheOthersDoo
 
   HostSide host(observed, channel, session->max_record_payload());
   const Clock::time_point start = Clock::now();
-  for (std::uint32_t round = 0; round < kRounds; ++round) {
-    host.send(Phase::host_first, Kind::ping, round);
-    host.receive(Phase::host_first, Kind::pong, round);
-  }
-  for (std::uint32_t round = 0; round < kRounds; ++round) {
-    host.receive(Phase::guest_first, Kind::ping, round);
-    host.send(Phase::guest_first, Kind::pong, round);
-  }
+  host.lead(kRounds);
   const double exchange_seconds = std::chrono::duration<double>(Clock::now() - start).count();
   EXPECT_EQ(host.received, 2 * kRounds);
 
@@ -209,23 +131,23 @@ TEST_F(GuestChannel, GuestAndHostSessionsPingPongBothWaysEachWokenByTheOthersDoo
   channel = Channel{};
   session.reset();
   const std::string result = expect_guest("CELLINK-GUEST-RESULT: ok channel", kGuestStepTimeout);
-  EXPECT_EQ(field(result, "received"), 2 * kRounds);
-  EXPECT_EQ(field(result, "sent"), 2 * kRounds);
-  EXPECT_EQ(field(result, "bytes-received"), host.bytes_sent) << result;
-  EXPECT_EQ(field(result, "bytes-sent"), host.bytes_received) << result;
+  EXPECT_EQ(result_field(result, "received"), 2 * kRounds);
+  EXPECT_EQ(result_field(result, "sent"), 2 * kRounds);
+  EXPECT_EQ(result_field(result, "bytes-received"), host.bytes_sent) << result;
+  EXPECT_EQ(result_field(result, "bytes-sent"), host.bytes_received) << result;
   // The guest's receive saw the host's reset (it prints ok only then).
-  EXPECT_LT(field(result, "host-left-after-ms"), kGuestStepTimeout.count()) << result;
+  EXPECT_LT(result_field(result, "host-left-after-ms"), kGuestStepTimeout.count()) << result;
   // Every receive of both sides slept (each sent only to an armed
   // receiver), and doorbells woke them: the guest's read() of /dev/uio0
   // returned an interrupt, the host's eventfd wait a data-vector doorbell.
   // In practice each blocked receive is woken so; the bound is half because
   // the Session's 20 ms safety poll may find a record before its interrupt
   // arrives, on a loaded machine.
-  const std::uint64_t guest_blocked = field(result, "blocked-receives");
-  const std::uint64_t guest_wakeups = field(result, "interrupt-wakeups");
+  const std::uint64_t guest_blocked = result_field(result, "blocked-receives");
+  const std::uint64_t guest_wakeups = result_field(result, "interrupt-wakeups");
   EXPECT_EQ(guest_blocked, 2 * kRounds) << result;
   EXPECT_GE(guest_wakeups, guest_blocked / 2) << result;
-  EXPECT_GE(field(result, "uio-interrupts"), guest_wakeups) << result;
+  EXPECT_GE(result_field(result, "uio-interrupts"), guest_wakeups) << result;
   EXPECT_EQ(host.blocked, 2 * kRounds);
   EXPECT_GE(observed.data_wakeups(), host.blocked / 2);
 

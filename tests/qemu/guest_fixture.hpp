@@ -11,6 +11,7 @@
 
 #include <cctype>
 #include <chrono>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -36,6 +37,25 @@ inline constexpr milliseconds kGuestStepTimeout{60000};
 // would only hit the timeout.
 inline constexpr const char* kGuestEnded =
     "CELLINK-GUEST-RESULT: fail|Kernel panic|reboot: Power down|cellink-guest-[a-z]+ exited";
+
+// The link of the host-and-one-guest tests (GuestChannel, GuestRestart):
+// 64 KiB output sections (32 KiB rings, 16 376-byte records), so some
+// messages are fragmented and the 3-record ones make the sender wait for
+// ring space.
+inline constexpr const char* kHostGuestLinkConfig = R"([[cell]]
+name = "host"
+
+[[cell]]
+name = "guest"
+
+[[link]]
+name = "vm"
+cells = ["host", "guest"]
+rw_section = "0"
+output_section = "64KiB"
+vectors = 2
+protocol = "cellink"
+)";
 
 class GuestTest : public IntegrationTest {
  protected:
@@ -66,6 +86,21 @@ class GuestTest : public IntegrationTest {
                 << guest_->output(Stream::err) << "\n";
     }
     IntegrationTest::TearDown();
+  }
+
+  // For a test's other guest (guest_ is the last one booted): prints its
+  // console when the test failed and makes sure its QEMU is gone.
+  void finish_other_guest(const std::unique_ptr<Process>& other, const std::string& name) {
+    if (!other) return;
+    if (HasFailure()) {
+      std::cerr << "===== " << name << " console (QEMU stdout) =====\n"
+                << other->output(Stream::out) << "\n===== " << name << " QEMU stderr =====\n"
+                << other->output(Stream::err) << "\n";
+    }
+    if (!other->reaped()) {
+      other->kill(SIGKILL);
+      (void)other->wait_exit(kGuestStepTimeout);
+    }
   }
 
   // Boots the guest as `cell`; `append` extends the kernel command line.

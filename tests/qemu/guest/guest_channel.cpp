@@ -12,11 +12,21 @@
 //      each side sends only once the other sleeps in its receive
 //      (ping_pong_format.hpp), so every receive blocks and a doorbell ends it;
 //   5. waits for the host to leave and reports when the reset shows.
+// On a link of more than two peers, --follow=P and --lead=P name the peers
+// to ping-pong with, in that order: a follower plays the guest's part above,
+// a leader the host's (it sends the host-first pings and answers the
+// guest-first ones). Step 5 then waits for peer 0 to leave. Without them the
+// guest follows the only other peer.
+// With --hold it stops after step 3: it prints "holding after host first"
+// and sleeps, its Session still running, until the test kills its QEMU
+// (guest_restart_test.cpp: a killed guest is a peer reset for the host).
 // Every message is checked byte for byte (ping_pong_format.hpp). Lines start
 // with "CELLINK-GUEST: "; the last is "CELLINK-GUEST-RESULT: ok channel ..."
 // or "CELLINK-GUEST-RESULT: fail <reason>".
 //
-// Usage: guest_channel [--rounds=N] [--timeout-ms=MS]
+// Usage: guest_channel [--rounds=N] [--timeout-ms=MS] [--hold] [--follow=P|--lead=P]...
+#include <unistd.h>
+
 #include <chrono>
 #include <cinttypes>
 #include <cstdint>
@@ -26,6 +36,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "cellink/linux-uio/session.hpp"
 #include "cellink/linux-uio/uio_device.hpp"
@@ -49,6 +61,9 @@ using Clock = std::chrono::steady_clock;
 struct Options {
   std::uint32_t rounds = 8;
   std::chrono::milliseconds timeout{30000};
+  bool hold = false;  // stop after the host-first phase and sleep until killed
+  // (peer, leads): whom to ping-pong with, in order; empty: follow the only peer.
+  std::vector<std::pair<std::uint32_t, bool>> pairs;
 };
 
 // Thrown on the first thing that goes wrong; main() prints it as the result.
@@ -119,6 +134,12 @@ std::optional<Options> parse_options(int argc, char** argv) {
       options.rounds = static_cast<std::uint32_t>(*rounds);
     } else if (const auto ms = parse_option(arg, "--timeout-ms="); ms && *ms > 0) {
       options.timeout = std::chrono::milliseconds{*ms};
+    } else if (const auto peer = parse_option(arg, "--follow="); peer) {
+      options.pairs.emplace_back(static_cast<std::uint32_t>(*peer), false);
+    } else if (const auto led = parse_option(arg, "--lead="); led) {
+      options.pairs.emplace_back(static_cast<std::uint32_t>(*led), true);
+    } else if (arg == "--hold") {
+      options.hold = true;
     } else {
       return std::nullopt;
     }
@@ -155,35 +176,74 @@ int run(const Options& options) {
   {
     // spin_budget 0: every receive that finds nothing sleeps on the device.
     Session session(*device, {.spin_budget = std::chrono::nanoseconds{0}});
-    const std::uint32_t host = session.only_peer();
-    Channel channel = session.open(cellink::guest_test::kChannelName);
-    if (const std::error_code waited = session.wait_for_peer(host, options.timeout)) {
-      return fail("the host (peer " + std::to_string(host) + ") never ran: " + waited.message());
+    std::vector<std::pair<std::uint32_t, bool>> pairs = options.pairs;
+    if (pairs.empty()) pairs.emplace_back(session.only_peer(), false);
+    std::vector<Channel> channels;
+    channels.reserve(pairs.size());
+    for (const auto& pair : pairs) {
+      channels.push_back(session.open(cellink::guest_test::kChannelName, pair.first));
     }
-    if (const std::error_code waited = channel.wait_connected(options.timeout)) {
-      return fail("the host never opened the channel: " + waited.message());
+    for (std::size_t i = 0; i < pairs.size(); ++i) {
+      const std::uint32_t peer = pairs[i].first;
+      if (const std::error_code waited = session.wait_for_peer(peer, options.timeout)) {
+        return fail("peer " + std::to_string(peer) + " never ran: " + waited.message());
+      }
+      if (const std::error_code waited = channels[i].wait_connected(options.timeout)) {
+        return fail("peer " + std::to_string(peer) +
+                    " never opened the channel: " + waited.message());
+      }
+      say("session epoch " + std::to_string(session.epoch()) + " running with peer " +
+          std::to_string(peer) + ", channel connected, " +
+          std::to_string(session.max_record_payload()) + " bytes per record");
     }
-    say("session epoch " + std::to_string(session.epoch()) + " running with peer " +
-        std::to_string(host) + ", channel connected, " +
-        std::to_string(session.max_record_payload()) + " bytes per record");
 
-    PingPong ping_pong(*device, channel, session.max_record_payload(), options.timeout);
     try {
-      for (std::uint32_t round = 0; round < options.rounds; ++round) {
-        ping_pong.receive(Phase::host_first, Kind::ping, round);
-        ping_pong.send(Phase::host_first, Kind::pong, round);
+      for (std::size_t i = 0; i < pairs.size(); ++i) {
+        const std::uint32_t peer = pairs[i].first;
+        const bool leads = pairs[i].second;
+        const std::string with = pairs.size() > 1 ? " with peer " + std::to_string(peer) : "";
+        PingPong ping_pong(*device, channels[i], session.max_record_payload(), options.timeout);
+        for (std::uint32_t round = 0; round < options.rounds; ++round) {
+          if (leads) {
+            ping_pong.send(Phase::host_first, Kind::ping, round);
+            ping_pong.receive(Phase::host_first, Kind::pong, round);
+          } else {
+            ping_pong.receive(Phase::host_first, Kind::ping, round);
+            ping_pong.send(Phase::host_first, Kind::pong, round);
+          }
+        }
+        say("host first" + with + ": " + std::to_string(options.rounds) +
+            (leads ? " pings sent, pongs received" : " pings received, pongs sent"));
+        if (options.hold) {
+          // The Session keeps running (its progress thread) until QEMU dies.
+          say("holding after host first: " + std::to_string(ping_pong.counters().received) +
+              " received, " + std::to_string(ping_pong.counters().sent) + " sent");
+          for (;;) ::pause();
+        }
+        for (std::uint32_t round = 0; round < options.rounds; ++round) {
+          if (leads) {
+            ping_pong.receive(Phase::guest_first, Kind::ping, round);
+            ping_pong.send(Phase::guest_first, Kind::pong, round);
+          } else {
+            ping_pong.send(Phase::guest_first, Kind::ping, round);
+            ping_pong.receive(Phase::guest_first, Kind::pong, round);
+          }
+        }
+        say("guest first" + with + ": " + std::to_string(options.rounds) +
+            (leads ? " pings received, pongs sent" : " pings sent, pongs received"));
+        const Counters& done = ping_pong.counters();
+        counters.received += done.received;
+        counters.sent += done.sent;
+        counters.bytes_received += done.bytes_received;
+        counters.bytes_sent += done.bytes_sent;
+        counters.blocked += done.blocked;
       }
-      say("host first: " + std::to_string(options.rounds) + " pings received, pongs sent");
-      for (std::uint32_t round = 0; round < options.rounds; ++round) {
-        ping_pong.send(Phase::guest_first, Kind::ping, round);
-        ping_pong.receive(Phase::guest_first, Kind::pong, round);
+      for (std::size_t i = 0; i < pairs.size(); ++i) {
+        if (pairs[i].first == 0) host_left_after = await_host_leaving(channels[i], options.timeout);
       }
-      say("guest first: " + std::to_string(options.rounds) + " pings sent, pongs received");
-      host_left_after = await_host_leaving(channel, options.timeout);
     } catch (const Failure& failure) {
       return fail(failure.reason);
     }
-    counters = ping_pong.counters();
   }
   const cellink::linux_uio::UioDeviceStats stats = device->stats();
   std::printf("CELLINK-GUEST-RESULT: ok channel rounds=%" PRIu32 " received=%" PRIu64
@@ -201,7 +261,9 @@ int run(const Options& options) {
 
 int main(int argc, char** argv) {
   const std::optional<Options> options = parse_options(argc, argv);
-  if (!options) return fail("usage: guest_channel [--rounds=N] [--timeout-ms=MS]");
+  if (!options)
+    return fail(
+        "usage: guest_channel [--rounds=N] [--timeout-ms=MS] [--hold] [--follow=P|--lead=P]...");
   try {
     return run(*options);
   } catch (const std::exception& failure) {
