@@ -9,7 +9,9 @@
 //   3. PeerPair::tx_mutex        our producer ring toward that peer and the
 //                                pair's loan flag and control queue
 // A sender takes 1 then 3 and never 2 while it holds 3. The handshake (under
-// 2) takes every 3 while it may re-initialise producer rings.
+// 2) takes every 3 while it may re-initialise producer rings. All three are
+// SessionMutex: a single-threaded Session (Threading::single) disables them,
+// and receive() spins with none held (spin_for_change() in channel.cpp).
 #pragma once
 
 #include <array>
