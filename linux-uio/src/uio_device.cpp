@@ -102,7 +102,7 @@ void UioDevice::open_device(const UioDeviceOptions& options) {
     map_v2(pci.msix_vectors, pci.class_code);
   }
   watch_interrupts();
-  known_present_ = present_peers();
+  states_ = StateTableView(state_table_, peer_count(), id());
 }
 
 std::byte* UioDevice::map(const UioRegion& region, int protection) {
@@ -176,14 +176,8 @@ void UioDevice::write_register(std::size_t offset, std::uint32_t value) const no
   registers_[offset / sizeof(std::uint32_t)] = value;
 }
 
-const std::uint32_t* UioDevice::state_entry(std::uint32_t peer) const noexcept {
-  return reinterpret_cast<const std::uint32_t*>(state_table_ +
-                                                geometry_.layout.state_entry_offset(peer));
-}
-
 bool UioDevice::peer_present(std::uint32_t peer) const noexcept {
-  if (peer >= peer_count()) return false;
-  return peer == id() || peer_state(peer) != 0;
+  return states_.present(peer);
 }
 
 std::span<const std::byte> UioDevice::output_section(std::uint32_t peer) const noexcept {
@@ -216,21 +210,15 @@ void UioDevice::set_state(std::uint32_t value) noexcept {
     return;
   }
   // v1: this peer writes its own entry, as HostDevice does on the same
-  // memory. R1: everything written before is visible to a peer that reads
-  // the new value; pairs with the acquire load in peer_state().
-  auto* entry = const_cast<std::uint32_t*>(state_entry(id()));
-  std::atomic_ref<std::uint32_t>(*entry).store(value, std::memory_order_release);
+  // memory (StateTableView::store_own, barrier R1 there), then tells the others.
+  states_.store_own(value);
   for (std::uint32_t peer = 0; peer < peer_count(); ++peer) {
     if (peer != id()) (void)doorbell(peer, 0);
   }
 }
 
 std::uint32_t UioDevice::peer_state(std::uint32_t peer) const noexcept {
-  // A1: pairs with the writer's release (R1), or the daemon's or the
-  // hypervisor's reset of a departed peer's entry. Only loads: the v2 map
-  // is read-only.
-  auto* entry = const_cast<std::uint32_t*>(state_entry(peer));
-  return std::atomic_ref<std::uint32_t>(*entry).load(std::memory_order_acquire);
+  return states_.load(peer);  // A1 in StateTableView::load
 }
 
 std::vector<DeviceEvent> UioDevice::wait(std::chrono::milliseconds timeout) {
@@ -263,7 +251,7 @@ std::vector<DeviceEvent> UioDevice::wait(std::chrono::milliseconds timeout) {
     interrupt_wakeups_.fetch_add(1, std::memory_order_relaxed);
   }
   std::vector<DeviceEvent> events;
-  collect_membership(events);
+  states_.collect_changes(events);
   events.insert(events.end(), doorbells.begin(), doorbells.end());
   return events;
 }
@@ -299,26 +287,6 @@ bool UioDevice::collect_interrupt(std::vector<DeviceEvent>& events) {
     events.push_back({DeviceEvent::Kind::doorbell, vector, fired, 0, {}});
   }
   return true;
-}
-
-std::uint32_t UioDevice::present_peers() const noexcept {
-  std::uint32_t present = 0;
-  for (std::uint32_t peer = 0; peer < peer_count(); ++peer) {
-    if (peer != id() && peer_state(peer) != 0) present |= 1U << peer;
-  }
-  return present;
-}
-
-void UioDevice::collect_membership(std::vector<DeviceEvent>& events) {
-  const std::uint32_t present = present_peers();
-  const std::uint32_t changed = present ^ known_present_;
-  known_present_ = present;
-  for (std::uint32_t peer = 0; peer < peer_count(); ++peer) {
-    if ((changed & (1U << peer)) == 0) continue;
-    const bool joined = (present & (1U << peer)) != 0;
-    events.push_back(
-        {joined ? DeviceEvent::Kind::peer_joined : DeviceEvent::Kind::peer_left, 0, 0, peer, {}});
-  }
 }
 
 bool UioDevice::add_wake_fd(int fd) {

@@ -103,9 +103,10 @@ class GuestTest : public IntegrationTest {
     }
   }
 
-  // Boots the guest as `cell`; `append` extends the kernel command line.
-  void boot(const std::string& cell, const std::filesystem::path& config,
-            const std::string& append) {
+  // Boots the guest as `cell`; `append` extends the kernel command line,
+  // `machine` goes before the ivshmem device's options (an IOMMU, say).
+  void boot(const std::string& cell, const std::filesystem::path& config, const std::string& append,
+            const std::vector<std::string>& machine = {}) {
     const RunResult printed = run({CELLINK_BIN, "qemu-args", cell, "--config", config.string(),
                                    "--runtime-dir", runtime_dir().string()});
     ASSERT_EQ(printed.exit_code, 0) << printed.err;
@@ -128,6 +129,7 @@ class GuestTest : public IntegrationTest {
                                      initramfs_.string(),
                                      "-append",
                                      "console=ttyS0 quiet panic=-1 " + append};
+    argv.insert(argv.end(), machine.begin(), machine.end());
     for (std::string& word : split_words(printed.out)) argv.push_back(std::move(word));
     booted_at_ = Clock::now();
     guest_ = std::make_unique<Process>(argv);

@@ -1,11 +1,13 @@
-// guest_channel: a Session in a Linux guest, over UioDevice (uio_ivshmem),
-// exchanging checked messages with a host process on the daemon's link
-// (tests/qemu/guest_channel_test.cpp, docs/guests.md). Statically linked: the
-// guest has busybox and nothing else.
+// guest_channel: a Session in a Linux guest, over UioDevice (uio_ivshmem) or
+// VfioDevice (vfio-pci), exchanging checked messages with a host process on
+// the daemon's link (tests/qemu/guest_channel_test.cpp,
+// guest_vfio_test.cpp, docs/guests.md). Statically linked: the guest has
+// busybox and nothing else.
 //
-//   1. opens the only uio_ivshmem device and a Session over it, with
-//      spin_budget 0: a receive that finds nothing sleeps on the MSI-X
-//      interrupt at once, there is no polling loop;
+//   1. opens the only ivshmem device (--backend=uio, the default: the one
+//      uio_ivshmem bound; --backend=vfio: hands it to vfio-pci) and a
+//      Session over it, with spin_budget 0: a receive that finds nothing
+//      sleeps on the MSI-X interrupt at once, there is no polling loop;
 //   2. opens channel "guest-ping" and waits for the host's side;
 //   3. host first: receives ping r (blocking), answers pong r, N rounds;
 //   4. guest first: sends ping r, receives pong r (blocking), N rounds;
@@ -24,7 +26,8 @@
 // with "CELLINK-GUEST: "; the last is "CELLINK-GUEST-RESULT: ok channel ..."
 // or "CELLINK-GUEST-RESULT: fail <reason>".
 //
-// Usage: guest_channel [--rounds=N] [--timeout-ms=MS] [--hold] [--follow=P|--lead=P]...
+// Usage: guest_channel [--backend=uio|vfio] [--rounds=N] [--timeout-ms=MS] [--hold]
+//                      [--follow=P|--lead=P]...
 #include <unistd.h>
 
 #include <chrono>
@@ -32,6 +35,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -41,6 +45,7 @@
 
 #include "cellink/linux-uio/session.hpp"
 #include "cellink/linux-uio/uio_device.hpp"
+#include "cellink/linux-uio/vfio_device.hpp"
 #include "guest_console.hpp"
 #include "ping_pong_format.hpp"
 
@@ -56,9 +61,14 @@ using cellink::linux_uio::Message;
 using cellink::linux_uio::MessageErrc;
 using cellink::linux_uio::Session;
 using cellink::linux_uio::UioDevice;
+using cellink::linux_uio::VfioDevice;
+using cellink::linux_uio::WaitableDevice;
 using Clock = std::chrono::steady_clock;
 
+enum class Backend : std::uint8_t { uio, vfio };
+
 struct Options {
+  Backend backend = Backend::uio;
   std::uint32_t rounds = 8;
   std::chrono::milliseconds timeout{30000};
   bool hold = false;  // stop after the host-first phase and sleep until killed
@@ -81,7 +91,7 @@ struct Counters {
 
 class PingPong {
  public:
-  PingPong(UioDevice& device, Channel& channel, std::size_t max_record,
+  PingPong(WaitableDevice& device, Channel& channel, std::size_t max_record,
            std::chrono::milliseconds timeout)
       : device_(device), channel_(channel), max_record_(max_record), timeout_(timeout) {}
 
@@ -119,7 +129,7 @@ class PingPong {
   [[nodiscard]] const Counters& counters() const { return counters_; }
 
  private:
-  UioDevice& device_;
+  WaitableDevice& device_;
   Channel& channel_;
   std::size_t max_record_;
   std::chrono::milliseconds timeout_;
@@ -138,6 +148,10 @@ std::optional<Options> parse_options(int argc, char** argv) {
       options.pairs.emplace_back(static_cast<std::uint32_t>(*peer), false);
     } else if (const auto led = parse_option(arg, "--lead="); led) {
       options.pairs.emplace_back(static_cast<std::uint32_t>(*led), true);
+    } else if (arg == "--backend=uio") {
+      options.backend = Backend::uio;
+    } else if (arg == "--backend=vfio") {
+      options.backend = Backend::vfio;
     } else if (arg == "--hold") {
       options.hold = true;
     } else {
@@ -161,15 +175,51 @@ std::chrono::milliseconds await_host_leaving(Channel& channel, std::chrono::mill
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
 }
 
-int run(const Options& options) {
+// The opened device, with what the result line reports of its interrupts.
+struct OpenedDevice {
+  std::unique_ptr<WaitableDevice> device;
+  std::function<std::pair<std::uint64_t, std::uint64_t>()> interrupts_and_wakeups;
+};
+
+OpenedDevice open_device(Backend backend) {
   std::error_code error;
   std::string detail;
-  const std::unique_ptr<UioDevice> device = UioDevice::open({}, error, detail);
-  if (!device) return fail("UioDevice::open: " + detail);
-  say(device->uio_name() + ": ivshmem " + cellink::linux_uio::version_name(device->version()) +
-      ", link '" + device->link_name() + "', peer " + std::to_string(device->id()) + " of " +
-      std::to_string(device->peer_count()) + ", " + std::to_string(device->vector_count()) +
-      " vectors");
+  const auto describe = [](const WaitableDevice& device, const std::string& link) {
+    return "link '" + link + "', peer " + std::to_string(device.id()) + " of " +
+           std::to_string(device.peer_count()) + ", " + std::to_string(device.vector_count()) +
+           " vectors";
+  };
+  if (backend == Backend::vfio) {
+    std::unique_ptr<VfioDevice> vfio = VfioDevice::open({}, error, detail);
+    if (!vfio) throw Failure{"VfioDevice::open: " + detail};
+    say("vfio " + vfio->pci_address() + ": IOMMU group " + std::to_string(vfio->iommu_group()) +
+        ", registers " + (vfio->registers_mapped() ? "mapped" : "through pread/pwrite") + ", " +
+        describe(*vfio, vfio->link_name()));
+    VfioDevice* raw = vfio.get();
+    return {std::move(vfio), [raw] {
+              const auto stats = raw->stats();
+              return std::pair{stats.interrupts, stats.interrupt_wakeups};
+            }};
+  }
+  std::unique_ptr<UioDevice> uio = UioDevice::open({}, error, detail);
+  if (!uio) throw Failure{"UioDevice::open: " + detail};
+  say(uio->uio_name() + ": ivshmem " + cellink::linux_uio::version_name(uio->version()) + ", " +
+      describe(*uio, uio->link_name()));
+  UioDevice* raw = uio.get();
+  return {std::move(uio), [raw] {
+            const auto stats = raw->stats();
+            return std::pair{stats.interrupts, stats.interrupt_wakeups};
+          }};
+}
+
+int run(const Options& options) {
+  OpenedDevice opened;
+  try {
+    opened = open_device(options.backend);
+  } catch (const Failure& failure) {
+    return fail(failure.reason);
+  }
+  WaitableDevice* const device = opened.device.get();
 
   Counters counters;
   std::chrono::milliseconds host_left_after{0};
@@ -245,13 +295,13 @@ int run(const Options& options) {
       return fail(failure.reason);
     }
   }
-  const cellink::linux_uio::UioDeviceStats stats = device->stats();
+  const auto [interrupts, wakeups] = opened.interrupts_and_wakeups();
   std::printf("CELLINK-GUEST-RESULT: ok channel rounds=%" PRIu32 " received=%" PRIu64
               " sent=%" PRIu64 " bytes-received=%" PRIu64 " bytes-sent=%" PRIu64
-              " blocked-receives=%" PRIu64 " uio-interrupts=%" PRIu64 " interrupt-wakeups=%" PRIu64
+              " blocked-receives=%" PRIu64 " interrupts=%" PRIu64 " interrupt-wakeups=%" PRIu64
               " host-left-after-ms=%lld\n",
               options.rounds, counters.received, counters.sent, counters.bytes_received,
-              counters.bytes_sent, counters.blocked, stats.interrupts, stats.interrupt_wakeups,
+              counters.bytes_sent, counters.blocked, interrupts, wakeups,
               static_cast<long long>(host_left_after.count()));
   std::fflush(stdout);
   return 0;
@@ -263,7 +313,8 @@ int main(int argc, char** argv) {
   const std::optional<Options> options = parse_options(argc, argv);
   if (!options)
     return fail(
-        "usage: guest_channel [--rounds=N] [--timeout-ms=MS] [--hold] [--follow=P|--lead=P]...");
+        "usage: guest_channel [--backend=uio|vfio] [--rounds=N] [--timeout-ms=MS] [--hold] "
+        "[--follow=P|--lead=P]...");
   try {
     return run(*options);
   } catch (const std::exception& failure) {

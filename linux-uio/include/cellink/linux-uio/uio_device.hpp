@@ -66,6 +66,7 @@
 
 #include "cellink/ivshmem/device.hpp"
 #include "cellink/ivshmem/layout.hpp"
+#include "cellink/linux-uio/state_table_view.hpp"
 #include "cellink/linux-uio/uio_geometry.hpp"
 #include "cellink/linux-uio/uio_sysfs.hpp"
 #include "cellink/linux-uio/unique_fd.hpp"
@@ -154,11 +155,8 @@ class UioDevice final : public WaitableDevice {
   void watch_interrupts();
   [[nodiscard]] std::uint32_t read_register(std::size_t offset) const noexcept;
   void write_register(std::size_t offset, std::uint32_t value) const noexcept;
-  [[nodiscard]] const std::uint32_t* state_entry(std::uint32_t peer) const noexcept;
   // Reads the UIO event count; false when none was pending.
   bool collect_interrupt(std::vector<DeviceEvent>& events);
-  void collect_membership(std::vector<DeviceEvent>& events);
-  [[nodiscard]] std::uint32_t present_peers() const noexcept;
 
   std::string uio_name_;
   std::string where_;  // "/dev/uioN", for messages
@@ -178,7 +176,7 @@ class UioDevice final : public WaitableDevice {
   // Touched by wait() only (one thread at a time).
   std::uint32_t last_count_ = 0;
   bool have_count_ = false;
-  std::uint32_t known_present_ = 0;  // bit p: p's entry was not 0 at the last wait()
+  StateTableView states_;  // membership; collect_changes() from wait() only
 
   // Relaxed: counters for reports, they order nothing.
   std::atomic<std::uint64_t> interrupts_{0};
