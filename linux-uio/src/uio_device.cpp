@@ -2,43 +2,28 @@
 #include "cellink/linux-uio/uio_device.hpp"
 
 #include <fcntl.h>
-#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
-#include <limits>
 
 #include "capture_errors.hpp"
 #include "cellink/ivshmem/link_descriptor.hpp"
 #include "cellink/ivshmem/registers_v1.hpp"
 #include "cellink/ivshmem/registers_v2.hpp"
+#include "system_errors.hpp"
 
 namespace cellink::linux_uio {
 namespace {
 
 namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
+using detail::fail;
+using detail::fail_errno;
 
-// epoll tags.
+// epoll tag of /dev/uioN.
 constexpr std::uint64_t kUioTag = 0;
-constexpr std::uint64_t kWakeTag = 1;  // the fd add_wake_fd() gave
-
-// wait() sleeps at most this long per epoll_wait() (its timeout is an int)
-// and takes any timeout from this one on as "no deadline".
-constexpr std::int64_t kMaxEpollWaitMs = std::numeric_limits<int>::max();
-constexpr std::chrono::milliseconds kNoDeadline = std::chrono::hours{24 * 365 * 100};
-
-[[noreturn]] void fail(std::errc code, const std::string& what) {
-  throw std::system_error(std::make_error_code(code), what);
-}
-
-[[noreturn]] void fail_errno(int error, const std::string& what) {
-  throw std::system_error(error, std::generic_category(), what);
-}
 
 }  // namespace
 
@@ -150,16 +135,8 @@ void UioDevice::map_v2(std::uint32_t msix_vectors, std::uint32_t class_code) {
 }
 
 void UioDevice::watch_interrupts() {
-  epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
-  if (!epoll_) fail_errno(errno, "epoll_create1");
-  epoll_event watch{};
-  watch.events = EPOLLIN;
-  watch.data.u64 = kUioTag;
-  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, uio_.get(), &watch) != 0) {
-    const int error = errno;
-    fail_errno(error, where_ + (error == EPERM ? ": cannot be polled, so it is not a UIO device"
-                                               : ": epoll_ctl failed"));
-  }
+  epoll_ = InterruptEpoll(where_);
+  epoll_.watch(uio_.get(), kUioTag, "cannot be polled, so it is not a UIO device");
   // v2: arm (one-shot mode may have left Interrupt Control clear); v1:
   // unmask, in case a previous user masked and the driver kept it.
   const std::int32_t on = 1;
@@ -223,30 +200,8 @@ std::uint32_t UioDevice::peer_state(std::uint32_t peer) const noexcept {
 
 std::vector<DeviceEvent> UioDevice::wait(std::chrono::milliseconds timeout) {
   std::vector<DeviceEvent> doorbells;
-  // A timeout of years is "forever": Clock::now() + milliseconds::max()
-  // would overflow.
-  const Clock::time_point deadline =
-      timeout >= kNoDeadline ? Clock::time_point::max() : Clock::now() + timeout;
-  bool interrupted = false;
-  for (;;) {
-    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
-    const auto sleep_ms = std::clamp<std::int64_t>(left.count(), 0, kMaxEpollWaitMs);
-    epoll_event ready[2];
-    const int count = ::epoll_wait(epoll_.get(), ready, 2, static_cast<int>(sleep_ms));
-    if (count < 0) {
-      if (errno == EINTR) continue;
-      fail_errno(errno, where_ + ": epoll_wait");
-    }
-    bool woken = false;
-    for (int i = 0; i < count; ++i) {
-      if (ready[i].data.u64 == kWakeTag) {
-        woken = true;
-      } else if (collect_interrupt(doorbells)) {
-        interrupted = true;
-      }
-    }
-    if (interrupted || woken || Clock::now() >= deadline) break;
-  }
+  const bool interrupted =
+      epoll_.wait(timeout, [&](std::uint64_t) { return collect_interrupt(doorbells); });
   if (interrupted && timeout.count() > 0) {
     interrupt_wakeups_.fetch_add(1, std::memory_order_relaxed);
   }
@@ -290,12 +245,7 @@ bool UioDevice::collect_interrupt(std::vector<DeviceEvent>& events) {
 }
 
 bool UioDevice::add_wake_fd(int fd) {
-  epoll_event watch{};
-  watch.events = EPOLLIN;
-  watch.data.u64 = kWakeTag;
-  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &watch) != 0) {
-    fail_errno(errno, where_ + ": epoll_ctl on the wake-up fd");
-  }
+  epoll_.watch(fd, InterruptEpoll::kWakeTag);
   return true;
 }
 

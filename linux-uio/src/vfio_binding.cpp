@@ -10,15 +10,14 @@
 #include <vector>
 
 #include "cellink/linux-uio/unique_fd.hpp"
+#include "system_errors.hpp"
 
 namespace cellink::linux_uio {
 namespace {
 
 namespace fs = std::filesystem;
 
-[[noreturn]] void fail(std::errc code, const std::string& what) {
-  throw std::system_error(std::make_error_code(code), what);
-}
+using detail::fail;
 
 std::string describe(const IvshmemPciDevice& device) {
   return "ivshmem " + std::string(version_name(device.version)) + " at " + device.address +

@@ -4,45 +4,25 @@
 #include <fcntl.h>
 #include <linux/pci_regs.h>
 #include <linux/vfio.h>
-#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <algorithm>
-#include <array>
-#include <bit>
 #include <cerrno>
 #include <cstring>
-#include <limits>
 
 #include "capture_errors.hpp"
-#include "cellink/ivshmem/link_descriptor.hpp"
 #include "cellink/ivshmem/registers_v1.hpp"
 #include "cellink/linux-uio/vfio_binding.hpp"
+#include "system_errors.hpp"
 
 namespace cellink::linux_uio {
 namespace {
 
 namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
-
-// epoll tags: a vector's number, or this for the fd add_wake_fd() gave.
-constexpr std::uint64_t kWakeTag = std::numeric_limits<std::uint64_t>::max();
-
-// wait() sleeps at most this long per epoll_wait() (its timeout is an int)
-// and takes any timeout from this one on as "no deadline".
-constexpr std::int64_t kMaxEpollWaitMs = std::numeric_limits<int>::max();
-constexpr std::chrono::milliseconds kNoDeadline = std::chrono::hours{24 * 365 * 100};
-
-[[noreturn]] void fail(std::errc code, const std::string& what) {
-  throw std::system_error(std::make_error_code(code), what);
-}
-
-[[noreturn]] void fail_errno(int error, const std::string& what) {
-  throw std::system_error(error, std::generic_category(), what);
-}
+using detail::fail;
+using detail::fail_errno;
 
 // open(2) of a VFIO node, with what to do for the usual failures.
 UniqueFd open_node(const fs::path& path, const std::string& absent_remedy) {
@@ -218,13 +198,7 @@ void VfioDevice::map_registers() {
 
 void VfioDevice::map_shared_memory() {
   const Region bar2 = region(VFIO_PCI_BAR2_REGION_INDEX, "BAR2 (shared memory)");
-  if (bar2.size < page_size_ || bar2.size > kMaxUioSharedMemory ||
-      !std::has_single_bit(bar2.size)) {
-    fail(std::errc::invalid_argument,
-         where_ + ": BAR2 is " + std::to_string(bar2.size) +
-             " bytes: an ivshmem BAR2 is a power of two of at least a page (is this "
-             "ivshmem-doorbell on a `cellink daemon` link?)");
-  }
+  check_v1_bar2_size(bar2.size, page_size_, where_);
   if (!bar2.mappable) {
     fail(std::errc::not_supported, where_ +
                                        ": vfio-pci does not allow mapping BAR2, and cellink "
@@ -237,19 +211,9 @@ void VfioDevice::map_shared_memory() {
   }
   shmem_ = static_cast<std::byte*>(base);
   shmem_length_ = bar2.size;
-
-  // Every peer may write any byte of a v1 link: copy the descriptor out
-  // once and use only the validated copy.
-  ivshmem::LinkDescriptor descriptor{};
-  std::memcpy(&descriptor, shmem_ + ivshmem::kLinkDescriptorOffset, sizeof(descriptor));
-  static_assert(ivshmem::kLinkDescriptorOffset + sizeof(ivshmem::LinkDescriptor) <= 4096,
-                "the descriptor lies in BAR2's first page");
-  UioMapSet maps;
-  maps.version = IvshmemVersion::v1;
-  maps.registers = {0, registers_region_.size, 0, registers_region_.size};
-  maps.shmem = {2, bar2.size, 0, bar2.size};
   const std::uint32_t iv_position = read_register(offsetof(ivshmem::v1::Registers, iv_position));
-  geometry_ = v1_link_geometry(maps, descriptor, iv_position, msix_vector_count(), where_);
+  geometry_ = v1_bar_link_geometry({shmem_, shmem_length_}, registers_region_.size, iv_position,
+                                   msix_vector_count(), where_);
 
   const ivshmem::Layout& layout = geometry_.layout;
   rw_section_ = {shmem_ + layout.rw_section().offset, layout.rw_section().size};
@@ -286,8 +250,7 @@ std::uint32_t VfioDevice::msix_vector_count() const {
 }
 
 void VfioDevice::enable_interrupts(std::uint32_t vectors) {
-  epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
-  if (!epoll_) fail_errno(errno, "epoll_create1");
+  epoll_ = InterruptEpoll(where_);
   std::vector<std::byte> request(sizeof(vfio_irq_set) + vectors * sizeof(std::int32_t));
   vfio_irq_set header{};
   header.argsz = static_cast<std::uint32_t>(request.size());
@@ -300,12 +263,7 @@ void VfioDevice::enable_interrupts(std::uint32_t vectors) {
   for (std::uint32_t vector = 0; vector < vectors; ++vector) {
     UniqueFd fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!fd) fail_errno(errno, where_ + ": eventfd for MSI-X vector " + std::to_string(vector));
-    epoll_event watch{};
-    watch.events = EPOLLIN;
-    watch.data.u64 = vector;
-    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd.get(), &watch) != 0) {
-      fail_errno(errno, where_ + ": epoll_ctl");
-    }
+    epoll_.watch(fd.get(), vector);
     const std::int32_t raw = fd.get();
     std::memcpy(request.data() + sizeof(header) + vector * sizeof(raw), &raw, sizeof(raw));
     vector_fds_.push_back(std::move(fd));
@@ -375,33 +333,9 @@ void VfioDevice::set_state(std::uint32_t value) noexcept {
 
 std::vector<DeviceEvent> VfioDevice::wait(std::chrono::milliseconds timeout) {
   std::vector<DeviceEvent> doorbells;
-  // A timeout of years is "forever": Clock::now() + milliseconds::max()
-  // would overflow.
-  const Clock::time_point deadline =
-      timeout >= kNoDeadline ? Clock::time_point::max() : Clock::now() + timeout;
-  bool interrupted = false;
-  // Level-triggered: fds beyond the first batch stay readable for the next call.
-  std::array<epoll_event, 8> ready{};
-  for (;;) {
-    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
-    const auto sleep_ms = std::clamp<std::int64_t>(left.count(), 0, kMaxEpollWaitMs);
-    const int count = ::epoll_wait(epoll_.get(), ready.data(), static_cast<int>(ready.size()),
-                                   static_cast<int>(sleep_ms));
-    if (count < 0) {
-      if (errno == EINTR) continue;
-      fail_errno(errno, where_ + ": epoll_wait");
-    }
-    bool woken = false;
-    for (int i = 0; i < count; ++i) {
-      const std::uint64_t tag = ready[static_cast<std::size_t>(i)].data.u64;
-      if (tag == kWakeTag) {
-        woken = true;
-      } else if (collect_interrupt(static_cast<std::uint32_t>(tag), doorbells)) {
-        interrupted = true;
-      }
-    }
-    if (interrupted || woken || Clock::now() >= deadline) break;
-  }
+  const bool interrupted = epoll_.wait(timeout, [&](std::uint64_t vector) {
+    return collect_interrupt(static_cast<std::uint32_t>(vector), doorbells);
+  });
   if (interrupted && timeout.count() > 0) {
     interrupt_wakeups_.fetch_add(1, std::memory_order_relaxed);
   }
@@ -426,12 +360,7 @@ bool VfioDevice::collect_interrupt(std::uint32_t vector, std::vector<DeviceEvent
 }
 
 bool VfioDevice::add_wake_fd(int fd) {
-  epoll_event watch{};
-  watch.events = EPOLLIN;
-  watch.data.u64 = kWakeTag;
-  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &watch) != 0) {
-    fail_errno(errno, where_ + ": epoll_ctl on the wake-up fd");
-  }
+  epoll_.watch(fd, InterruptEpoll::kWakeTag);
   return true;
 }
 

@@ -66,6 +66,7 @@
 
 #include "cellink/ivshmem/device.hpp"
 #include "cellink/ivshmem/layout.hpp"
+#include "cellink/linux-uio/interrupt_epoll.hpp"
 #include "cellink/linux-uio/state_table_view.hpp"
 #include "cellink/linux-uio/uio_geometry.hpp"
 #include "cellink/linux-uio/uio_sysfs.hpp"
@@ -129,7 +130,7 @@ class UioDevice final : public WaitableDevice {
   // An epoll fd over /dev/uioN (and the wake fd): readable when an
   // interrupt is pending. A membership change shows up with its vector-0
   // interrupt.
-  [[nodiscard]] int event_fd() const noexcept override { return epoll_.get(); }
+  [[nodiscard]] int event_fd() const noexcept override { return epoll_.fd(); }
   [[nodiscard]] bool add_wake_fd(int fd) override;
 
   [[nodiscard]] IvshmemVersion version() const noexcept { return maps_.version; }
@@ -164,8 +165,8 @@ class UioDevice final : public WaitableDevice {
   UioMapSet maps_;
   UioLinkGeometry geometry_;
 
-  UniqueFd uio_;  // /dev/uioN, non-blocking
-  UniqueFd epoll_;
+  UniqueFd uio_;          // /dev/uioN, non-blocking
+  InterruptEpoll epoll_;  // over uio_ and the wake fd
   std::vector<Mapping> mappings_;
   volatile std::uint32_t* registers_ = nullptr;  // MMIO: volatile, aligned 32-bit accesses
   std::byte* state_table_ = nullptr;             // v1: inside the shmem map; v2: the read-only map

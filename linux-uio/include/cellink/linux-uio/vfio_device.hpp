@@ -59,6 +59,7 @@
 
 #include "cellink/ivshmem/device.hpp"
 #include "cellink/ivshmem/layout.hpp"
+#include "cellink/linux-uio/interrupt_epoll.hpp"
 #include "cellink/linux-uio/state_table_view.hpp"
 #include "cellink/linux-uio/uio_geometry.hpp"
 #include "cellink/linux-uio/unique_fd.hpp"
@@ -120,7 +121,7 @@ class VfioDevice final : public WaitableDevice {
   // epoll or eventfd failure.
   [[nodiscard]] std::vector<DeviceEvent> wait(std::chrono::milliseconds timeout) override;
   // An epoll fd over the vectors' eventfds (and the wake fd).
-  [[nodiscard]] int event_fd() const noexcept override { return epoll_.get(); }
+  [[nodiscard]] int event_fd() const noexcept override { return epoll_.fd(); }
   [[nodiscard]] bool add_wake_fd(int fd) override;
 
   [[nodiscard]] const std::string& pci_address() const noexcept { return pci_address_; }
@@ -163,7 +164,7 @@ class VfioDevice final : public WaitableDevice {
   UniqueFd container_;
   UniqueFd group_;
   UniqueFd device_;
-  UniqueFd epoll_;
+  InterruptEpoll epoll_;              // over vector_fds_ (tag = vector) and the wake fd
   std::vector<UniqueFd> vector_fds_;  // index = MSI-X vector
 
   Region registers_region_;

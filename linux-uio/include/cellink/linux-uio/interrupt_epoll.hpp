@@ -1,0 +1,97 @@
+// InterruptEpoll: how the kernel-device backends (UioDevice, VfioDevice)
+// sleep. One epoll set holds the device's interrupt fds, each with a tag the
+// backend chooses, and at most one wake-up fd (WaitableDevice::add_wake_fd)
+// under kWakeTag. A building block of the backends, like StateTableView.
+//
+// Threading: watch() before the first wait(); wait() from one thread at a
+// time; fd() from any thread.
+#pragma once
+
+#include <sys/epoll.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <system_error>
+#include <utility>
+
+#include "cellink/linux-uio/unique_fd.hpp"
+
+namespace cellink::linux_uio {
+
+class InterruptEpoll {
+ public:
+  static constexpr std::uint64_t kWakeTag = std::numeric_limits<std::uint64_t>::max();
+
+  InterruptEpoll() = default;
+  // `where` ("/dev/uio0", "vfio 0000:00:02.0") starts every error message.
+  explicit InterruptEpoll(std::string where)
+      : epoll_(::epoll_create1(EPOLL_CLOEXEC)), where_(std::move(where)) {
+    if (!epoll_) fail(errno, ": epoll_create1");
+  }
+
+  [[nodiscard]] int fd() const noexcept { return epoll_.get(); }
+
+  // Adds `fd` (readable = something to collect) under `tag`. `unpollable`
+  // is the message for an fd that epoll refuses (EPERM: a regular file).
+  void watch(int fd, std::uint64_t tag, const char* unpollable = "cannot be polled") {
+    epoll_event watch{};
+    watch.events = EPOLLIN;
+    watch.data.u64 = tag;
+    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &watch) != 0) {
+      const int error = errno;
+      fail(error, std::string(": ") + (error == EPERM ? unpollable : "epoll_ctl failed"));
+    }
+  }
+
+  // Sleeps until `collect(tag)` returns true for a ready fd, the wake fd is
+  // readable (wait() never reads it), or `timeout` passes (0 = just look).
+  // Returns true when collect() did. Level-triggered: fds beyond one batch
+  // stay readable for the next call. Throws on an epoll failure.
+  template <typename Collect>
+  bool wait(std::chrono::milliseconds timeout, Collect&& collect) {
+    using Clock = std::chrono::steady_clock;
+    // A timeout of years is "forever": Clock::now() + milliseconds::max()
+    // would overflow. epoll_wait() takes an int of milliseconds.
+    constexpr std::chrono::milliseconds kNoDeadline = std::chrono::hours{24 * 365 * 100};
+    constexpr std::int64_t kMaxSleepMs = std::numeric_limits<int>::max();
+    const Clock::time_point deadline =
+        timeout >= kNoDeadline ? Clock::time_point::max() : Clock::now() + timeout;
+    bool collected = false;
+    for (;;) {
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
+      const auto sleep_ms = std::clamp<std::int64_t>(left.count(), 0, kMaxSleepMs);
+      std::array<epoll_event, 8> ready{};
+      const int count = ::epoll_wait(epoll_.get(), ready.data(), static_cast<int>(ready.size()),
+                                     static_cast<int>(sleep_ms));
+      if (count < 0) {
+        if (errno == EINTR) continue;
+        fail(errno, ": epoll_wait");
+      }
+      bool woken = false;
+      for (int i = 0; i < count; ++i) {
+        const std::uint64_t tag = ready[static_cast<std::size_t>(i)].data.u64;
+        if (tag == kWakeTag) {
+          woken = true;
+        } else if (collect(tag)) {
+          collected = true;
+        }
+      }
+      if (collected || woken || Clock::now() >= deadline) return collected;
+    }
+  }
+
+ private:
+  [[noreturn]] void fail(int error, const std::string& what) const {
+    throw std::system_error(error, std::generic_category(), where_ + what);
+  }
+
+  UniqueFd epoll_;
+  std::string where_;
+};
+
+}  // namespace cellink::linux_uio
