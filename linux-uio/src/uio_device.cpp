@@ -135,7 +135,7 @@ void UioDevice::map_v2(std::uint32_t msix_vectors, std::uint32_t class_code) {
 }
 
 void UioDevice::watch_interrupts() {
-  epoll_ = InterruptEpoll(where_);
+  epoll_.open(where_);
   epoll_.watch(uio_.get(), kUioTag, "cannot be polled, so it is not a UIO device");
   // v2: arm (one-shot mode may have left Interrupt Control clear); v1:
   // unmask, in case a previous user masked and the driver kept it.
@@ -200,11 +200,7 @@ std::uint32_t UioDevice::peer_state(std::uint32_t peer) const noexcept {
 
 std::vector<DeviceEvent> UioDevice::wait(std::chrono::milliseconds timeout) {
   std::vector<DeviceEvent> doorbells;
-  const bool interrupted =
-      epoll_.wait(timeout, [&](std::uint64_t) { return collect_interrupt(doorbells); });
-  if (interrupted && timeout.count() > 0) {
-    interrupt_wakeups_.fetch_add(1, std::memory_order_relaxed);
-  }
+  (void)epoll_.wait(timeout, [&](std::uint64_t) { return collect_interrupt(doorbells); });
   std::vector<DeviceEvent> events;
   states_.collect_changes(events);
   events.insert(events.end(), doorbells.begin(), doorbells.end());
@@ -226,8 +222,7 @@ bool UioDevice::collect_interrupt(std::vector<DeviceEvent>& events) {
   if (fired == 0) fired = 1;
   last_count_ = count;
   have_count_ = true;
-  reads_.fetch_add(1, std::memory_order_relaxed);
-  interrupts_.fetch_add(fired, std::memory_order_relaxed);
+  epoll_.count_interrupts(fired);
   if (maps_.version == IvshmemVersion::v2) {
     // One-shot mode cleared Interrupt Control on delivery: re-arm before the
     // caller re-checks its rings, so nothing committed after that re-check
@@ -247,12 +242,6 @@ bool UioDevice::collect_interrupt(std::vector<DeviceEvent>& events) {
 bool UioDevice::add_wake_fd(int fd) {
   epoll_.watch(fd, InterruptEpoll::kWakeTag);
   return true;
-}
-
-UioDeviceStats UioDevice::stats() const noexcept {
-  return {interrupts_.load(std::memory_order_relaxed),
-          interrupt_wakeups_.load(std::memory_order_relaxed),
-          reads_.load(std::memory_order_relaxed)};
 }
 
 }  // namespace cellink::linux_uio

@@ -250,7 +250,7 @@ std::uint32_t VfioDevice::msix_vector_count() const {
 }
 
 void VfioDevice::enable_interrupts(std::uint32_t vectors) {
-  epoll_ = InterruptEpoll(where_);
+  epoll_.open(where_);
   std::vector<std::byte> request(sizeof(vfio_irq_set) + vectors * sizeof(std::int32_t));
   vfio_irq_set header{};
   header.argsz = static_cast<std::uint32_t>(request.size());
@@ -333,12 +333,9 @@ void VfioDevice::set_state(std::uint32_t value) noexcept {
 
 std::vector<DeviceEvent> VfioDevice::wait(std::chrono::milliseconds timeout) {
   std::vector<DeviceEvent> doorbells;
-  const bool interrupted = epoll_.wait(timeout, [&](std::uint64_t vector) {
+  (void)epoll_.wait(timeout, [&](std::uint64_t vector) {
     return collect_interrupt(static_cast<std::uint32_t>(vector), doorbells);
   });
-  if (interrupted && timeout.count() > 0) {
-    interrupt_wakeups_.fetch_add(1, std::memory_order_relaxed);
-  }
   std::vector<DeviceEvent> events;
   states_.collect_changes(events);
   events.insert(events.end(), doorbells.begin(), doorbells.end());
@@ -353,8 +350,7 @@ bool VfioDevice::collect_interrupt(std::uint32_t vector, std::vector<DeviceEvent
     fail_errno(errno, where_ + ": read of MSI-X vector " + std::to_string(vector) + "'s eventfd");
   }
   if (got != static_cast<ssize_t>(sizeof(count)) || count == 0) return false;
-  reads_.fetch_add(1, std::memory_order_relaxed);
-  interrupts_.fetch_add(count, std::memory_order_relaxed);
+  epoll_.count_interrupts(count);
   events.push_back({DeviceEvent::Kind::doorbell, vector, count, 0, {}});
   return true;
 }
@@ -362,12 +358,6 @@ bool VfioDevice::collect_interrupt(std::uint32_t vector, std::vector<DeviceEvent
 bool VfioDevice::add_wake_fd(int fd) {
   epoll_.watch(fd, InterruptEpoll::kWakeTag);
   return true;
-}
-
-VfioDeviceStats VfioDevice::stats() const noexcept {
-  return {interrupts_.load(std::memory_order_relaxed),
-          interrupt_wakeups_.load(std::memory_order_relaxed),
-          reads_.load(std::memory_order_relaxed)};
 }
 
 }  // namespace cellink::linux_uio

@@ -1,16 +1,19 @@
 // InterruptEpoll: how the kernel-device backends (UioDevice, VfioDevice)
 // sleep. One epoll set holds the device's interrupt fds, each with a tag the
 // backend chooses, and at most one wake-up fd (WaitableDevice::add_wake_fd)
-// under kWakeTag. A building block of the backends, like StateTableView.
+// under kWakeTag. It also keeps the interrupt counters the backends report
+// (InterruptStats). A building block of the backends, like StateTableView.
 //
-// Threading: watch() before the first wait(); wait() from one thread at a
-// time; fd() from any thread.
+// Threading: open() and watch() before the first wait(); wait() and
+// count_interrupts() (from collect) from one thread at a time; fd() and
+// stats() from any thread.
 #pragma once
 
 #include <sys/epoll.h>
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
@@ -23,14 +26,22 @@
 
 namespace cellink::linux_uio {
 
+// What a kernel-device backend's wait() saw; relaxed counters for reports
+// and tests.
+struct InterruptStats {
+  std::uint64_t interrupts = 0;         // interrupts, as the kernel counted them
+  std::uint64_t interrupt_wakeups = 0;  // wait() calls with a timeout that an interrupt ended
+  std::uint64_t reads = 0;              // reads of an interrupt fd that returned a count
+};
+
 class InterruptEpoll {
  public:
   static constexpr std::uint64_t kWakeTag = std::numeric_limits<std::uint64_t>::max();
 
-  InterruptEpoll() = default;
   // `where` ("/dev/uio0", "vfio 0000:00:02.0") starts every error message.
-  explicit InterruptEpoll(std::string where)
-      : epoll_(::epoll_create1(EPOLL_CLOEXEC)), where_(std::move(where)) {
+  void open(std::string where) {
+    where_ = std::move(where);
+    epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
     if (!epoll_) fail(errno, ": epoll_create1");
   }
 
@@ -81,8 +92,24 @@ class InterruptEpoll {
           collected = true;
         }
       }
-      if (collected || woken || Clock::now() >= deadline) return collected;
+      if (collected || woken || Clock::now() >= deadline) break;
     }
+    if (collected && timeout.count() > 0) {
+      interrupt_wakeups_.fetch_add(1, std::memory_order_relaxed);
+    }
+    return collected;
+  }
+
+  // For collect: one read of an interrupt fd returned `interrupts`.
+  void count_interrupts(std::uint64_t interrupts) noexcept {
+    reads_.fetch_add(1, std::memory_order_relaxed);
+    interrupts_.fetch_add(interrupts, std::memory_order_relaxed);
+  }
+
+  [[nodiscard]] InterruptStats stats() const noexcept {
+    return {interrupts_.load(std::memory_order_relaxed),
+            interrupt_wakeups_.load(std::memory_order_relaxed),
+            reads_.load(std::memory_order_relaxed)};
   }
 
  private:
@@ -92,6 +119,10 @@ class InterruptEpoll {
 
   UniqueFd epoll_;
   std::string where_;
+  // Relaxed: counters for reports, they order nothing.
+  std::atomic<std::uint64_t> interrupts_{0};
+  std::atomic<std::uint64_t> interrupt_wakeups_{0};
+  std::atomic<std::uint64_t> reads_{0};
 };
 
 }  // namespace cellink::linux_uio

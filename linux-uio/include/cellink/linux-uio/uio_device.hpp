@@ -85,12 +85,8 @@ struct UioDeviceOptions {
   std::filesystem::path dev_root = "/dev";
 };
 
-// What wait() saw; relaxed counters for reports and tests.
-struct UioDeviceStats {
-  std::uint64_t interrupts = 0;         // UIO events read (the driver's count)
-  std::uint64_t interrupt_wakeups = 0;  // wait() calls with a timeout that an interrupt ended
-  std::uint64_t reads = 0;              // successful read()s of /dev/uioN
-};
+// What wait() saw (InterruptStats in interrupt_epoll.hpp).
+using UioDeviceStats = InterruptStats;
 
 class UioDevice final : public WaitableDevice {
  public:
@@ -139,7 +135,7 @@ class UioDevice final : public WaitableDevice {
   // v1: the link's name from the descriptor; v2: empty.
   [[nodiscard]] const std::string& link_name() const noexcept { return geometry_.link_name; }
   [[nodiscard]] std::uint16_t protocol() const noexcept { return geometry_.protocol; }
-  [[nodiscard]] UioDeviceStats stats() const noexcept;
+  [[nodiscard]] UioDeviceStats stats() const noexcept { return epoll_.stats(); }
 
  private:
   struct Mapping {
@@ -178,11 +174,6 @@ class UioDevice final : public WaitableDevice {
   std::uint32_t last_count_ = 0;
   bool have_count_ = false;
   StateTableView states_;  // membership; collect_changes() from wait() only
-
-  // Relaxed: counters for reports, they order nothing.
-  std::atomic<std::uint64_t> interrupts_{0};
-  std::atomic<std::uint64_t> interrupt_wakeups_{0};
-  std::atomic<std::uint64_t> reads_{0};
 };
 
 }  // namespace cellink::linux_uio

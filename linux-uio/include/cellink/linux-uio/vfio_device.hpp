@@ -77,12 +77,8 @@ struct VfioDeviceOptions {
   std::filesystem::path dev_root = "/dev";
 };
 
-// What wait() saw; relaxed counters for reports and tests.
-struct VfioDeviceStats {
-  std::uint64_t interrupts = 0;         // MSI-X interrupts, summed over the eventfds
-  std::uint64_t interrupt_wakeups = 0;  // wait() calls with a timeout that an interrupt ended
-  std::uint64_t reads = 0;              // eventfd reads that returned a count
-};
+// What wait() saw (InterruptStats in interrupt_epoll.hpp).
+using VfioDeviceStats = InterruptStats;
 
 class VfioDevice final : public WaitableDevice {
  public:
@@ -130,7 +126,7 @@ class VfioDevice final : public WaitableDevice {
   [[nodiscard]] std::uint16_t protocol() const noexcept { return geometry_.protocol; }
   // True when BAR0 is mmap'ed; false when registers go through pread/pwrite.
   [[nodiscard]] bool registers_mapped() const noexcept { return registers_ != nullptr; }
-  [[nodiscard]] VfioDeviceStats stats() const noexcept;
+  [[nodiscard]] VfioDeviceStats stats() const noexcept { return epoll_.stats(); }
 
  private:
   struct Region {
@@ -181,11 +177,6 @@ class VfioDevice final : public WaitableDevice {
   bool interrupts_enabled_ = false;
   bool restore_command_ = false;
   std::uint16_t original_command_ = 0;
-
-  // Relaxed: counters for reports, they order nothing.
-  std::atomic<std::uint64_t> interrupts_{0};
-  std::atomic<std::uint64_t> interrupt_wakeups_{0};
-  std::atomic<std::uint64_t> reads_{0};
 };
 
 }  // namespace cellink::linux_uio
