@@ -3,6 +3,7 @@
 #include "cellink/linux-uio/uio_geometry.hpp"
 
 #include <cstdio>
+#include <cstring>
 #include <system_error>
 
 #include "cellink/ivshmem/protocol.hpp"
@@ -135,6 +136,33 @@ UioLinkGeometry v1_link_geometry(const UioMapSet& maps, const ivshmem::LinkDescr
   geometry.protocol = static_cast<std::uint16_t>(descriptor.protocol);
   geometry.link_name = descriptor.name;  // validate() checked the NUL
   return geometry;
+}
+
+void check_v1_bar2_size(std::uint64_t size, std::uint64_t page_size, std::string_view where) {
+  if (size < page_size || size > kMaxUioSharedMemory || !ivshmem::is_power_of_two(size)) {
+    fail(where, "BAR2 is " + std::to_string(size) +
+                    " bytes: an ivshmem BAR2 is a power of two of at least a page (is this "
+                    "ivshmem-doorbell on a `cellink daemon` link?)");
+  }
+}
+
+UioLinkGeometry v1_bar_link_geometry(std::span<const std::byte> bar2, std::uint64_t registers_size,
+                                     std::uint32_t iv_position, std::uint32_t msix_vectors,
+                                     std::string_view where) {
+  static_assert(ivshmem::kLinkDescriptorOffset + sizeof(ivshmem::LinkDescriptor) <= 4096,
+                "the descriptor lies in BAR2's first page");
+  if (bar2.size() < ivshmem::kLinkDescriptorOffset + sizeof(ivshmem::LinkDescriptor)) {
+    fail(where, "BAR2 cannot hold a link descriptor");
+  }
+  // Every peer may write any byte of a v1 link: copy the descriptor out
+  // once and use only the validated copy.
+  ivshmem::LinkDescriptor descriptor{};
+  std::memcpy(&descriptor, bar2.data() + ivshmem::kLinkDescriptorOffset, sizeof(descriptor));
+  UioMapSet maps;
+  maps.version = IvshmemVersion::v1;
+  maps.registers = {0, registers_size, 0, registers_size};
+  maps.shmem = {2, bar2.size(), 0, bar2.size()};
+  return v1_link_geometry(maps, descriptor, iv_position, msix_vectors, where);
 }
 
 UioLinkGeometry v2_link_geometry(const UioMapSet& maps, std::uint32_t id, std::uint32_t max_peers,

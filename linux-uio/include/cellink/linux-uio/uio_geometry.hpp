@@ -4,8 +4,8 @@
 // hands what it read to these pure functions, which decide whether the
 // device can carry a cellink link and how. They throw std::system_error
 // whose what() starts with `where` (e.g. "/dev/uio0"), says what is wrong and
-// what to do; they never touch memory themselves, so they are tested with
-// made-up values (tests/unit/linux-uio/uio_device_test.cpp).
+// what to do; but for v1_bar_link_geometry() they never touch memory
+// themselves, so they are tested with made-up values (tests/unit/linux-uio/uio_device_test.cpp).
 //
 // The maps, as uio_ivshmem (linux-uio/kmod) registers them:
 //
@@ -25,7 +25,9 @@
 // Threading: pure functions.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -86,6 +88,21 @@ struct UioLinkGeometry {
                                                const ivshmem::LinkDescriptor& descriptor,
                                                std::uint32_t iv_position,
                                                std::uint32_t msix_vectors, std::string_view where);
+
+// v1 with BAR0 and BAR2 mapped directly rather than through uio_ivshmem
+// (VfioDevice, SysfsDevice). Before the mapping: BAR2's `size` must be a power
+// of two of at least a page, as QEMU makes it; throws otherwise.
+void check_v1_bar2_size(std::uint64_t size, std::uint64_t page_size, std::string_view where);
+
+// After it: copies the descriptor out of `bar2` (the whole BAR, mapped) once
+// and returns v1_link_geometry() of that copy, with the maps BAR0 of
+// `registers_size` bytes and BAR2 stand for. The only function here that
+// reads memory: the caller's fresh mapping, and only the descriptor.
+[[nodiscard]] UioLinkGeometry v1_bar_link_geometry(std::span<const std::byte> bar2,
+                                                   std::uint64_t registers_size,
+                                                   std::uint32_t iv_position,
+                                                   std::uint32_t msix_vectors,
+                                                   std::string_view where);
 
 // v2: `id` and `max_peers` as the ID and Maximum Peers registers read them,
 // `class_code` from config space. Checks 2..kMaxPeers peers, the id, the
