@@ -16,6 +16,7 @@
 
 #include "capture_errors.hpp"
 #include "cellink/linux-uio/fd_passing.hpp"
+#include "cellink/linux-uio/interrupt_epoll.hpp"
 #include "cellink/linux-uio/reattach_protocol.hpp"
 #include "cellink/linux-uio/server_protocol.hpp"
 #include "cellink/linux-uio/unix_socket.hpp"
@@ -312,7 +313,7 @@ std::uint32_t HostDevice::peer_state(std::uint32_t peer) const noexcept {
 
 std::vector<DeviceEvent> HostDevice::wait(std::chrono::milliseconds timeout) {
   std::vector<DeviceEvent> events;
-  const Clock::time_point deadline = Clock::now() + timeout;
+  const Clock::time_point deadline = wait_deadline(timeout);
   for (;;) {
     if (!socket_ && reattach_enabled_ && options_.reattach &&
         Clock::now() >= next_reattach_attempt_) {
@@ -324,11 +325,8 @@ std::vector<DeviceEvent> HostDevice::wait(std::chrono::milliseconds timeout) {
     if (!socket_ && reattach_enabled_ && options_.reattach) {
       wake = std::min(wake, next_reattach_attempt_);
     }
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        std::chrono::ceil<std::chrono::milliseconds>(wake - Clock::now()));
     epoll_event ready[16];
-    const int count =
-        ::epoll_wait(epoll_.get(), ready, 16, static_cast<int>(std::max<long>(0, left.count())));
+    const int count = ::epoll_wait(epoll_.get(), ready, 16, epoll_timeout_until(wake));
     if (count < 0) {
       if (errno == EINTR) continue;
       throw std::system_error(errno, std::generic_category(), "epoll_wait on HostDevice");

@@ -26,6 +26,25 @@
 
 namespace cellink::linux_uio {
 
+// The deadline of a wait(timeout). A timeout of years is "forever":
+// now() + milliseconds::max() would overflow into the past.
+[[nodiscard]] inline std::chrono::steady_clock::time_point wait_deadline(
+    std::chrono::milliseconds timeout) noexcept {
+  constexpr std::chrono::milliseconds kNoDeadline = std::chrono::hours{24 * 365 * 100};
+  return timeout >= kNoDeadline ? std::chrono::steady_clock::time_point::max()
+                                : std::chrono::steady_clock::now() + timeout;
+}
+
+// epoll_wait()'s timeout (an int of milliseconds, rounded up) from now until
+// `deadline`: 0 once it passed, INT_MAX at most (the caller loops).
+[[nodiscard]] inline int epoll_timeout_until(
+    std::chrono::steady_clock::time_point deadline) noexcept {
+  const auto left =
+      std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+  return static_cast<int>(
+      std::clamp<std::int64_t>(left.count(), 0, std::numeric_limits<int>::max()));
+}
+
 // What a kernel-device backend's wait() saw; relaxed counters for reports
 // and tests.
 struct InterruptStats {
@@ -65,20 +84,12 @@ class InterruptEpoll {
   // stay readable for the next call. Throws on an epoll failure.
   template <typename Collect>
   bool wait(std::chrono::milliseconds timeout, Collect&& collect) {
-    using Clock = std::chrono::steady_clock;
-    // A timeout of years is "forever": Clock::now() + milliseconds::max()
-    // would overflow. epoll_wait() takes an int of milliseconds.
-    constexpr std::chrono::milliseconds kNoDeadline = std::chrono::hours{24 * 365 * 100};
-    constexpr std::int64_t kMaxSleepMs = std::numeric_limits<int>::max();
-    const Clock::time_point deadline =
-        timeout >= kNoDeadline ? Clock::time_point::max() : Clock::now() + timeout;
+    const std::chrono::steady_clock::time_point deadline = wait_deadline(timeout);
     bool collected = false;
     for (;;) {
-      const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
-      const auto sleep_ms = std::clamp<std::int64_t>(left.count(), 0, kMaxSleepMs);
       std::array<epoll_event, 8> ready{};
       const int count = ::epoll_wait(epoll_.get(), ready.data(), static_cast<int>(ready.size()),
-                                     static_cast<int>(sleep_ms));
+                                     epoll_timeout_until(deadline));
       if (count < 0) {
         if (errno == EINTR) continue;
         fail(errno, ": epoll_wait");
@@ -92,7 +103,7 @@ class InterruptEpoll {
           collected = true;
         }
       }
-      if (collected || woken || Clock::now() >= deadline) break;
+      if (collected || woken || std::chrono::steady_clock::now() >= deadline) break;
     }
     if (collected && timeout.count() > 0) {
       interrupt_wakeups_.fetch_add(1, std::memory_order_relaxed);
