@@ -22,7 +22,15 @@ int run_check(const std::filesystem::path& config);
 int run_status(const std::filesystem::path& runtime_dir, bool json);
 int run_qemu_args(const std::string& cell, const std::optional<std::filesystem::path>& config,
                   const std::filesystem::path& runtime_dir, const std::string& link);
-int run_demo(const std::optional<std::filesystem::path>& runtime_dir);
+
+// The options of `cellink demo`.
+struct DemoArgs {
+  std::optional<std::filesystem::path> runtime_dir;  // default: a private one
+  bool guest = true;                                 // false: --no-guest, skip act 4
+  std::optional<std::filesystem::path> guest_image;  // default: CELLINK_GUEST_IMAGE_DIR
+};
+
+int run_demo(const DemoArgs& args);
 // Replaces this process with cellink_bench and `arguments`; returns only on
 // failure.
 int run_bench(const std::vector<std::string>& arguments);

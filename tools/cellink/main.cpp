@@ -57,9 +57,17 @@ int run_cli(int argc, char** argv) {
 
   CLI::App* demo = app.add_subcommand(
       "demo",
-      "Start a private daemon and show doorbells, states, channels and the example programs");
+      "Start a private daemon and show doorbells, states, channels, the example programs and "
+      "a Linux guest under QEMU");
   std::string demo_dir;
+  std::string demo_guest_image;
+  bool demo_no_guest = false;
   demo->add_option("--runtime-dir", demo_dir, "Runtime directory (default: a private one)");
+  demo->add_flag("--no-guest", demo_no_guest, "Skip the Linux guest (QEMU) act");
+  demo->add_option("--guest-image", demo_guest_image,
+                   "Directory with vmlinuz and initramfs.cpio.gz (default: " CELLINK_GUEST_IMAGE_DIR
+                   ")")
+      ->check(CLI::ExistingDirectory);
 
   CLI::App* bench = app.add_subcommand(
       "bench",
@@ -92,7 +100,13 @@ int run_cli(int argc, char** argv) {
       return cellink::cli::run_qemu_args(qemu_cell, optional_path(qemu_config), runtime_dir,
                                          qemu_link);
     }
-    if (*demo) return cellink::cli::run_demo(optional_path(demo_dir));
+    if (*demo) {
+      cellink::cli::DemoArgs demo_args;
+      demo_args.runtime_dir = optional_path(demo_dir);
+      demo_args.guest = !demo_no_guest;
+      demo_args.guest_image = optional_path(demo_guest_image);
+      return cellink::cli::run_demo(demo_args);
+    }
     if (*bench) return cellink::cli::run_bench(bench->remaining());
   } catch (const std::exception& error) {
     std::cerr << "cellink: " << error.what() << "\n";
