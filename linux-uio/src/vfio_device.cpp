@@ -110,7 +110,7 @@ void VfioDevice::open_device(const VfioDeviceOptions& options) {
   map_registers();
   map_shared_memory();
   enable_bus_master();
-  enable_interrupts(geometry_.vectors);
+  enable_interrupts(vector_count());
 }
 
 void VfioDevice::attach_group(const VfioDeviceOptions& options) {
@@ -212,15 +212,9 @@ void VfioDevice::map_shared_memory() {
   shmem_ = static_cast<std::byte*>(base);
   shmem_length_ = bar2.size;
   const std::uint32_t iv_position = read_register(offsetof(ivshmem::v1::Registers, iv_position));
-  geometry_ = v1_bar_link_geometry({shmem_, shmem_length_}, registers_region_.size, iv_position,
-                                   msix_vector_count(), where_);
-
-  const ivshmem::Layout& layout = geometry_.layout;
-  rw_section_ = {shmem_ + layout.rw_section().offset, layout.rw_section().size};
-  const ivshmem::Section own = layout.output_section(geometry_.id);
-  own_output_ = {shmem_ + own.offset, own.size};
-  outputs_ = shmem_ + layout.output_section(0).offset;
-  states_ = StateTableView(shmem_ + layout.state_table().offset, layout.peers(), geometry_.id);
+  attach_link({shmem_, shmem_length_},
+              v1_bar_link_geometry({shmem_, shmem_length_}, registers_region_.size, iv_position,
+                                   msix_vector_count(), where_));
 }
 
 void VfioDevice::enable_bus_master() {
@@ -287,6 +281,10 @@ void VfioDevice::disable_interrupts() noexcept {
   interrupts_enabled_ = false;
 }
 
+void VfioDevice::write_doorbell(std::uint32_t value) const noexcept {
+  write_register(offsetof(ivshmem::v1::Registers, doorbell), value);
+}
+
 std::uint32_t VfioDevice::read_register(std::size_t offset) const noexcept {
   if (registers_ != nullptr) return registers_[offset / sizeof(std::uint32_t)];
   std::uint32_t value = 0;
@@ -305,39 +303,13 @@ void VfioDevice::write_register(std::size_t offset, std::uint32_t value) const n
                  static_cast<off_t>(registers_region_.offset + offset));
 }
 
-std::span<const std::byte> VfioDevice::output_section(std::uint32_t peer) const noexcept {
-  const std::uint64_t size = geometry_.layout.output_section(0).size;
-  return {outputs_ + std::uint64_t{peer} * size, size};
-}
-
-ivshmem::DoorbellStatus VfioDevice::doorbell(std::uint32_t peer, std::uint32_t vector) noexcept {
-  if (peer >= peer_count()) return ivshmem::DoorbellStatus::no_such_peer;
-  if (vector >= vector_count()) return ivshmem::DoorbellStatus::no_such_vector;
-  // F1: every store to shared memory before this call is visible before the
-  // MMIO write (or pwrite) that raises the peer's interrupt; pairs with the
-  // acquire loads the peer makes after its wait() returns.
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  write_register(offsetof(ivshmem::v1::Registers, doorbell),
-                 ivshmem::v1::doorbell_value(peer, vector));
-  return ivshmem::DoorbellStatus::ok;
-}
-
-void VfioDevice::set_state(std::uint32_t value) noexcept {
-  // This peer writes its own entry, as HostDevice does on the same memory
-  // (StateTableView::store_own, barrier R1 there), then tells the others.
-  states_.store_own(value);
-  for (std::uint32_t peer = 0; peer < peer_count(); ++peer) {
-    if (peer != id()) (void)doorbell(peer, 0);
-  }
-}
-
 std::vector<DeviceEvent> VfioDevice::wait(std::chrono::milliseconds timeout) {
   std::vector<DeviceEvent> doorbells;
   (void)epoll_.wait(timeout, [&](std::uint64_t vector) {
     return collect_interrupt(static_cast<std::uint32_t>(vector), doorbells);
   });
   std::vector<DeviceEvent> events;
-  states_.collect_changes(events);
+  collect_membership(events);
   events.insert(events.end(), doorbells.begin(), doorbells.end());
   return events;
 }

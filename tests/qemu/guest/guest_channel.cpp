@@ -1,13 +1,16 @@
-// guest_channel: a Session in a Linux guest, over UioDevice (uio_ivshmem) or
-// VfioDevice (vfio-pci), exchanging checked messages with a host process on
-// the daemon's link (tests/qemu/guest_channel_test.cpp,
+// guest_channel: a Session in a Linux guest, over UioDevice (uio_ivshmem),
+// VfioDevice (vfio-pci), SysfsDevice (resource files, polling) or whichever
+// open_ivshmem_device() picks, exchanging checked messages with a host
+// process on the daemon's link (tests/qemu/guest_channel_test.cpp,
 // guest_vfio_test.cpp, docs/guests.md). Statically linked: the guest has
 // busybox and nothing else.
 //
 //   1. opens the only ivshmem device (--backend=uio, the default: the one
-//      uio_ivshmem bound; --backend=vfio: hands it to vfio-pci) and a
+//      uio_ivshmem bound; --backend=vfio: hands it to vfio-pci;
+//      --backend=sysfs: maps its resource files and polls; --backend=auto:
+//      open_ivshmem_device() chooses, and its description is printed) and a
 //      Session over it, with spin_budget 0: a receive that finds nothing
-//      sleeps on the MSI-X interrupt at once, there is no polling loop;
+//      sleeps on the MSI-X interrupt at once (sysfs: until the next poll);
 //   2. opens channel "guest-ping" and waits for the host's side;
 //   3. host first: receives ping r (blocking), answers pong r, N rounds;
 //   4. guest first: sends ping r, receives pong r (blocking), N rounds;
@@ -26,7 +29,7 @@
 // with "CELLINK-GUEST: "; the last is "CELLINK-GUEST-RESULT: ok channel ..."
 // or "CELLINK-GUEST-RESULT: fail <reason>".
 //
-// Usage: guest_channel [--backend=uio|vfio] [--rounds=N] [--timeout-ms=MS] [--hold]
+// Usage: guest_channel [--backend=uio|vfio|sysfs|auto] [--rounds=N] [--timeout-ms=MS] [--hold]
 //                      [--follow=P|--lead=P]...
 #include <unistd.h>
 
@@ -35,15 +38,17 @@
 #include <cstdint>
 #include <cstdio>
 #include <exception>
-#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <utility>
 #include <vector>
 
+#include "cellink/linux-uio/open_device.hpp"
 #include "cellink/linux-uio/session.hpp"
+#include "cellink/linux-uio/sysfs_device.hpp"
 #include "cellink/linux-uio/uio_device.hpp"
 #include "cellink/linux-uio/vfio_device.hpp"
 #include "guest_console.hpp"
@@ -59,13 +64,15 @@ using cellink::guest_test::say;
 using cellink::linux_uio::Channel;
 using cellink::linux_uio::Message;
 using cellink::linux_uio::MessageErrc;
+using cellink::linux_uio::OpenedIvshmemDevice;
 using cellink::linux_uio::Session;
+using cellink::linux_uio::SysfsDevice;
 using cellink::linux_uio::UioDevice;
 using cellink::linux_uio::VfioDevice;
 using cellink::linux_uio::WaitableDevice;
 using Clock = std::chrono::steady_clock;
 
-enum class Backend : std::uint8_t { uio, vfio };
+enum class Backend : std::uint8_t { uio, vfio, sysfs, automatic };
 
 struct Options {
   Backend backend = Backend::uio;
@@ -152,6 +159,10 @@ std::optional<Options> parse_options(int argc, char** argv) {
       options.backend = Backend::uio;
     } else if (arg == "--backend=vfio") {
       options.backend = Backend::vfio;
+    } else if (arg == "--backend=sysfs") {
+      options.backend = Backend::sysfs;
+    } else if (arg == "--backend=auto") {
+      options.backend = Backend::automatic;
     } else if (arg == "--hold") {
       options.hold = true;
     } else {
@@ -175,51 +186,74 @@ std::chrono::milliseconds await_host_leaving(Channel& channel, std::chrono::mill
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
 }
 
-// The opened device, with what the result line reports of its interrupts.
-struct OpenedDevice {
-  std::unique_ptr<WaitableDevice> device;
-  std::function<std::pair<std::uint64_t, std::uint64_t>()> interrupts_and_wakeups;
-};
+std::string describe(const WaitableDevice& device, const std::string& link) {
+  return "link '" + link + "', peer " + std::to_string(device.id()) + " of " +
+         std::to_string(device.peer_count()) + ", " + std::to_string(device.vector_count()) +
+         " vectors";
+}
 
-OpenedDevice open_device(Backend backend) {
+std::unique_ptr<WaitableDevice> open_device(Backend backend) {
   std::error_code error;
   std::string detail;
-  const auto describe = [](const WaitableDevice& device, const std::string& link) {
-    return "link '" + link + "', peer " + std::to_string(device.id()) + " of " +
-           std::to_string(device.peer_count()) + ", " + std::to_string(device.vector_count()) +
-           " vectors";
-  };
+  if (backend == Backend::automatic) {
+    OpenedIvshmemDevice opened;
+    try {
+      opened = cellink::linux_uio::open_ivshmem_device();
+    } catch (const std::system_error& failure) {
+      throw Failure{std::string("open_ivshmem_device: ") + failure.what()};
+    }
+    say("auto: " + opened.description);
+    say(std::string("auto chose ") + cellink::linux_uio::backend_name(opened.backend) + ": " +
+        describe(*opened.device, opened.link_name));
+    return std::move(opened.device);
+  }
+  if (backend == Backend::sysfs) {
+    std::unique_ptr<SysfsDevice> sysfs = SysfsDevice::open({}, error, detail);
+    if (!sysfs) throw Failure{"SysfsDevice::open: " + detail};
+    say("sysfs " + sysfs->pci_address() + ": " + describe(*sysfs, sysfs->link_name()) + "; " +
+        sysfs->description());
+    return sysfs;
+  }
   if (backend == Backend::vfio) {
     std::unique_ptr<VfioDevice> vfio = VfioDevice::open({}, error, detail);
     if (!vfio) throw Failure{"VfioDevice::open: " + detail};
     say("vfio " + vfio->pci_address() + ": IOMMU group " + std::to_string(vfio->iommu_group()) +
         ", registers " + (vfio->registers_mapped() ? "mapped" : "through pread/pwrite") + ", " +
         describe(*vfio, vfio->link_name()));
-    VfioDevice* raw = vfio.get();
-    return {std::move(vfio), [raw] {
-              const auto stats = raw->stats();
-              return std::pair{stats.interrupts, stats.interrupt_wakeups};
-            }};
+    return vfio;
   }
   std::unique_ptr<UioDevice> uio = UioDevice::open({}, error, detail);
   if (!uio) throw Failure{"UioDevice::open: " + detail};
   say(uio->uio_name() + ": ivshmem " + cellink::linux_uio::version_name(uio->version()) + ", " +
       describe(*uio, uio->link_name()));
-  UioDevice* raw = uio.get();
-  return {std::move(uio), [raw] {
-            const auto stats = raw->stats();
-            return std::pair{stats.interrupts, stats.interrupt_wakeups};
-          }};
+  return uio;
+}
+
+// What the result line reports of the device's interrupts: (interrupts,
+// wait()s an interrupt ended). The sysfs backend has none: it polls, and a
+// line before the result says how often.
+std::pair<std::uint64_t, std::uint64_t> interrupts_and_wakeups(const WaitableDevice& device) {
+  if (const auto* uio = dynamic_cast<const UioDevice*>(&device)) {
+    return {uio->stats().interrupts, uio->stats().interrupt_wakeups};
+  }
+  if (const auto* vfio = dynamic_cast<const VfioDevice*>(&device)) {
+    return {vfio->stats().interrupts, vfio->stats().interrupt_wakeups};
+  }
+  if (const auto* sysfs = dynamic_cast<const SysfsDevice*>(&device)) {
+    say("sysfs polling: polls=" + std::to_string(sysfs->stats().polls) +
+        " poll-wakeups=" + std::to_string(sysfs->stats().poll_wakeups));
+  }
+  return {0, 0};
 }
 
 int run(const Options& options) {
-  OpenedDevice opened;
+  std::unique_ptr<WaitableDevice> opened;
   try {
     opened = open_device(options.backend);
   } catch (const Failure& failure) {
     return fail(failure.reason);
   }
-  WaitableDevice* const device = opened.device.get();
+  WaitableDevice* const device = opened.get();
 
   Counters counters;
   std::chrono::milliseconds host_left_after{0};
@@ -295,7 +329,7 @@ int run(const Options& options) {
       return fail(failure.reason);
     }
   }
-  const auto [interrupts, wakeups] = opened.interrupts_and_wakeups();
+  const auto [interrupts, wakeups] = interrupts_and_wakeups(*device);
   std::printf("CELLINK-GUEST-RESULT: ok channel rounds=%" PRIu32 " received=%" PRIu64
               " sent=%" PRIu64 " bytes-received=%" PRIu64 " bytes-sent=%" PRIu64
               " blocked-receives=%" PRIu64 " interrupts=%" PRIu64 " interrupt-wakeups=%" PRIu64
@@ -313,7 +347,8 @@ int main(int argc, char** argv) {
   const std::optional<Options> options = parse_options(argc, argv);
   if (!options)
     return fail(
-        "usage: guest_channel [--backend=uio|vfio] [--rounds=N] [--timeout-ms=MS] [--hold] "
+        "usage: guest_channel [--backend=uio|vfio|sysfs|auto] [--rounds=N] [--timeout-ms=MS] "
+        "[--hold] "
         "[--follow=P|--lead=P]...");
   try {
     return run(*options);

@@ -34,14 +34,8 @@ using testing_support::FakeSysfs;
 using testing_support::kAddress;
 using testing_support::kPage;
 
-// A daemon-style v1 memory object: 2 peers, 64 KiB output sections.
 std::vector<std::byte> v1_memory(ivshmem::Layout& layout, std::uint32_t vectors = 2) {
-  EXPECT_EQ(ivshmem::Layout::compute({2, 0, 0x10000}, layout), ivshmem::LayoutError::ok);
-  std::vector<std::byte> memory(layout.memory_size());
-  const ivshmem::LinkDescriptor descriptor =
-      ivshmem::make_link_descriptor(layout, vectors, ivshmem::protocol::kCellink, "vm");
-  std::memcpy(memory.data() + ivshmem::kLinkDescriptorOffset, &descriptor, sizeof(descriptor));
-  return memory;
+  return testing_support::v1_link_memory(layout, vectors);
 }
 
 UioDeviceOptions options_for(const FakeSysfs& fake) {

@@ -30,12 +30,13 @@
 // Only v1: a Jailhouse ivshmem 2.0 function keeps its sections outside its
 // BARs, where VFIO cannot map them; UioDevice handles those.
 //
-// Doorbells, state and membership are as UioDevice's v1 (uio_device.hpp):
-// doorbell() writes peer << 16 | vector to BAR0 + 0x0c; set_state()
-// release-stores this peer's state-table entry and rings vector 0 on every
-// other peer; wait() reports peer_joined / peer_left from the state table
-// (StateTableView). Unlike UIO, each vector has its own eventfd, so wait()
-// reports exactly the vectors that fired, with their counts.
+// Doorbells, state and membership are as UioDevice's v1 (uio_device.hpp),
+// and shared with SysfsDevice (bar_link_device.hpp): doorbell() writes
+// peer << 16 | vector to BAR0 + 0x0c; set_state() release-stores this peer's
+// state-table entry and rings vector 0 on every other peer; wait() reports
+// peer_joined / peer_left from the state table (StateTableView). Unlike UIO,
+// each vector has its own eventfd, so wait() reports exactly the vectors
+// that fired, with their counts.
 //
 // Teardown (destructor): MSI-X off (SET_IRQS with no eventfds), the command
 // register as it was found, the mappings, then the device, group and
@@ -59,9 +60,8 @@
 
 #include "cellink/ivshmem/device.hpp"
 #include "cellink/ivshmem/layout.hpp"
+#include "cellink/linux-uio/bar_link_device.hpp"
 #include "cellink/linux-uio/interrupt_epoll.hpp"
-#include "cellink/linux-uio/state_table_view.hpp"
-#include "cellink/linux-uio/uio_geometry.hpp"
 #include "cellink/linux-uio/unique_fd.hpp"
 #include "cellink/linux-uio/waitable_device.hpp"
 
@@ -80,7 +80,7 @@ struct VfioDeviceOptions {
 // What wait() saw (InterruptStats in interrupt_epoll.hpp).
 using VfioDeviceStats = InterruptStats;
 
-class VfioDevice final : public WaitableDevice {
+class VfioDevice final : public BarLinkDevice {
  public:
   // Throws std::system_error whose what() names the device, the problem and
   // a remedy.
@@ -90,27 +90,6 @@ class VfioDevice final : public WaitableDevice {
                                                         std::error_code& error,
                                                         std::string& detail) noexcept;
   ~VfioDevice() override;
-
-  // ivshmem::Device
-  [[nodiscard]] std::uint32_t id() const noexcept override { return geometry_.id; }
-  [[nodiscard]] std::uint32_t peer_count() const noexcept override {
-    return geometry_.layout.peers();
-  }
-  [[nodiscard]] std::uint32_t vector_count() const noexcept override { return geometry_.vectors; }
-  [[nodiscard]] bool peer_present(std::uint32_t peer) const noexcept override {
-    return states_.present(peer);
-  }
-  [[nodiscard]] const ivshmem::Layout& layout() const noexcept override { return geometry_.layout; }
-  [[nodiscard]] std::span<std::byte> rw_section() noexcept override { return rw_section_; }
-  [[nodiscard]] std::span<std::byte> own_output_section() noexcept override { return own_output_; }
-  [[nodiscard]] std::span<const std::byte> output_section(
-      std::uint32_t peer) const noexcept override;
-  [[nodiscard]] ivshmem::DoorbellStatus doorbell(std::uint32_t peer,
-                                                 std::uint32_t vector) noexcept override;
-  void set_state(std::uint32_t value) noexcept override;
-  [[nodiscard]] std::uint32_t peer_state(std::uint32_t peer) const noexcept override {
-    return states_.load(peer);  // A1 in StateTableView::load
-  }
 
   // Blocks until an interrupt, a membership change, the wake fd, or
   // `timeout` (0 = just poll). Throws std::system_error on an unexpected
@@ -122,8 +101,6 @@ class VfioDevice final : public WaitableDevice {
 
   [[nodiscard]] const std::string& pci_address() const noexcept { return pci_address_; }
   [[nodiscard]] unsigned iommu_group() const noexcept { return iommu_group_; }
-  [[nodiscard]] const std::string& link_name() const noexcept { return geometry_.link_name; }
-  [[nodiscard]] std::uint16_t protocol() const noexcept { return geometry_.protocol; }
   // True when BAR0 is mmap'ed; false when registers go through pread/pwrite.
   [[nodiscard]] bool registers_mapped() const noexcept { return registers_ != nullptr; }
   [[nodiscard]] VfioDeviceStats stats() const noexcept { return epoll_.stats(); }
@@ -147,6 +124,7 @@ class VfioDevice final : public WaitableDevice {
   [[nodiscard]] std::uint32_t msix_vector_count() const;
   [[nodiscard]] std::uint32_t read_register(std::size_t offset) const noexcept;
   void write_register(std::size_t offset, std::uint32_t value) const noexcept;
+  void write_doorbell(std::uint32_t value) const noexcept override;
   // Reads vector's eventfd; false when it had nothing.
   bool collect_interrupt(std::uint32_t vector, std::vector<DeviceEvent>& events);
 
@@ -154,7 +132,6 @@ class VfioDevice final : public WaitableDevice {
   std::string where_;  // "vfio 0000:00:03.0", for messages
   unsigned iommu_group_ = 0;
   std::uint64_t page_size_ = 0;
-  UioLinkGeometry geometry_;
 
   // Declared in the order they are opened: destroyed device first.
   UniqueFd container_;
@@ -170,10 +147,6 @@ class VfioDevice final : public WaitableDevice {
   volatile std::uint32_t* registers_ = nullptr;  // MMIO: volatile, aligned 32-bit accesses
   std::byte* shmem_ = nullptr;
   std::size_t shmem_length_ = 0;
-  std::span<std::byte> rw_section_;
-  std::span<std::byte> own_output_;
-  const std::byte* outputs_ = nullptr;  // output section 0; peer p at p * section size
-  StateTableView states_;               // membership; collect_changes() from wait() only
   bool interrupts_enabled_ = false;
   bool restore_command_ = false;
   std::uint16_t original_command_ = 0;
