@@ -261,16 +261,9 @@ void Daemon::State::attach(std::size_t link_index, std::uint32_t peer,
     connection->close();
     return;
   }
-  std::vector<UniqueFd> eventfds;
-  for (std::uint32_t vector = 0; vector < link.config->vectors; ++vector) {
-    UniqueFd fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    if (!fd) {
-      spdlog::error("link '{}' cell '{}': eventfd failed: {}; refusing the connection",
-                    link.config->name, slot.cell, errno_text(errno));
-      connection->close();
-      return;
-    }
-    eventfds.push_back(std::move(fd));
+  if (!ensure_eventfds(link, slot)) {
+    connection->close();
+    return;
   }
 
   // The greeting (docs/daemon-protocol.md): version, id, memory, the present
@@ -278,12 +271,12 @@ void Daemon::State::attach(std::size_t link_index, std::uint32_t peer,
   connection->send(0);
   connection->send(peer);
   connection->send(-1, link.memory.fd());
-  send_present_peers(link, peer, *connection);
-  for (const UniqueFd& fd : eventfds) connection->send(peer, fd.get());
-  announce_join(link, peer, eventfds);
-
   slot.connection = connection;
-  slot.eventfds = std::move(eventfds);
+  slot.qemu_holds = 0;
+  send_present_peers(link, slot);
+  for (const UniqueFd& fd : slot.eventfds) connection->send(peer, fd.get());
+  announce_join(link, slot);
+
   slot.reattached = false;
   slot.since = std::chrono::system_clock::now();
   link.memory_handed_out = true;
@@ -301,8 +294,8 @@ void Daemon::State::peer_left(std::size_t link_index, std::uint32_t peer,
   const pid_t pid = slot.connection->pid();
   slot.connection->close();
   slot.connection.reset();
-  slot.eventfds.clear();
-  slot.reattached = false;
+  slot.qemu_holds = 0;
+  slot.reattached = false;  // its eventfds stay, for its return (PeerSlot::eventfds)
 
   // Order (docs/daemon-protocol.md): state 0, leave messages, then vector 0,
   // so a survivor woken by the doorbell already reads the reset entry.
@@ -311,8 +304,10 @@ void Daemon::State::peer_left(std::size_t link_index, std::uint32_t peer,
   for (PeerSlot& other : link.slots) {
     other.believed_present &= ~(std::uint64_t{1} << peer);
     if (!other.present()) continue;
-    other.connection->send(peer);
     ++survivors;
+    // Not to QEMU (PeerSlot::qemu_holds): its guest learns from the state
+    // entry and the vector-0 doorbell below.
+    if (!other.connection->is_qemu()) other.connection->send(peer);
   }
   for (PeerSlot& other : link.slots) {
     if (other.present()) ring(link, other, 0);
@@ -323,20 +318,51 @@ void Daemon::State::peer_left(std::size_t link_index, std::uint32_t peer,
       link.config->name, slot.cell, peer, pid, reason, survivors);
 }
 
-void Daemon::State::send_present_peers(const LinkRuntime& link, std::uint32_t peer,
-                                       Connection& to) {
+// Sends `peer`'s eventfds to `to`, once per connection for a QEMU client.
+void Daemon::State::send_eventfds(const PeerSlot& peer, PeerSlot& to) {
+  const std::uint64_t bit = std::uint64_t{1} << peer.id;
+  if (to.connection->is_qemu()) {
+    if ((to.qemu_holds & bit) != 0) return;  // the same eventfds, still valid
+    to.qemu_holds |= bit;
+  }
+  for (const UniqueFd& fd : peer.eventfds) to.connection->send(peer.id, fd.get());
+}
+
+void Daemon::State::send_present_peers(const LinkRuntime& link, PeerSlot& to) {
   for (const PeerSlot& other : link.slots) {
-    if (other.id == peer || !other.present()) continue;
-    for (const UniqueFd& fd : other.eventfds) to.send(other.id, fd.get());
+    if (other.id == to.id || !other.present()) continue;
+    send_eventfds(other, to);
   }
 }
 
-void Daemon::State::announce_join(LinkRuntime& link, std::uint32_t peer,
-                                  const std::vector<UniqueFd>& eventfds) {
+void Daemon::State::announce_join(LinkRuntime& link, const PeerSlot& joined) {
   for (PeerSlot& other : link.slots) {
-    if (other.id == peer || !other.present()) continue;
-    for (const UniqueFd& fd : eventfds) other.connection->send(peer, fd.get());
+    if (other.id == joined.id || !other.present()) continue;
+    send_eventfds(joined, other);
   }
+}
+
+bool Daemon::State::ensure_eventfds(const LinkRuntime& link, PeerSlot& slot) {
+  if (slot.eventfds.size() == link.config->vectors) {
+    // Back from an absence: what was rung meanwhile is stale.
+    for (const UniqueFd& fd : slot.eventfds) {
+      std::uint64_t stale = 0;
+      (void)::read(fd.get(), &stale, sizeof(stale));  // non-blocking
+    }
+    return true;
+  }
+  std::vector<UniqueFd> eventfds;
+  for (std::uint32_t vector = 0; vector < link.config->vectors; ++vector) {
+    UniqueFd fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!fd) {
+      spdlog::error("link '{}' cell '{}': eventfd failed: {}; refusing the connection",
+                    link.config->name, slot.cell, errno_text(errno));
+      return false;
+    }
+    eventfds.push_back(std::move(fd));
+  }
+  slot.eventfds = std::move(eventfds);
+  return true;
 }
 
 void Daemon::State::ring(LinkRuntime& link, PeerSlot& slot, std::uint32_t vector) {

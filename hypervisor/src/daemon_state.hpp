@@ -73,7 +73,17 @@ struct PeerSlot {
   std::uint32_t id = 0;
   std::string cell;
   std::shared_ptr<Connection> connection;  // null while absent
-  std::vector<UniqueFd> eventfds;          // one per vector, while present
+  // One per vector, created at the peer's first attach and kept while it is
+  // absent: a returning peer gets the same ones back, so a QEMU client that
+  // was never told it left (see qemu_holds) still rings the right eventfds.
+  std::vector<UniqueFd> eventfds;
+  // QEMU clients only: bit i set once peer i's eventfds were sent to this
+  // client. QEMU's ivshmem frees a peer's eventfd array when told the peer
+  // left and writes into the freed array when that id joins again (a heap
+  // corruption, seen here as "malloc(): unaligned tcache chunk detected"
+  // when the guest powered off). So a QEMU client is never told that a peer
+  // left, and is sent a peer's eventfds only once per connection.
+  std::uint64_t qemu_holds = 0;
   std::vector<std::uint64_t> rung_by_daemon;
   bool reattached = false;  // present through the re-attach extension
   // Re-attached peers only: bit i set while this peer may still believe peer
@@ -125,10 +135,16 @@ struct Daemon::State {
   // Resets the state of peers that are absent after the grace period and
   // tells each re-attached peer about those it still believed present.
   void forget_absent_peers(LinkRuntime& link);
-  // Sends `to` a join (N eventfds) for every present peer other than `peer`.
-  void send_present_peers(const LinkRuntime& link, std::uint32_t peer, Connection& to);
-  // Sends every present peer other than `peer` a join with `eventfds`.
-  void announce_join(LinkRuntime& link, std::uint32_t peer, const std::vector<UniqueFd>& eventfds);
+  // Sends `to` (attached) a join (N eventfds) for every other present peer.
+  void send_present_peers(const LinkRuntime& link, PeerSlot& to);
+  // Sends every other present peer a join with `joined`'s eventfds.
+  void announce_join(LinkRuntime& link, const PeerSlot& joined);
+  // One join message set: `peer`'s eventfds to `to`; to a QEMU client only
+  // the first time on its connection (PeerSlot::qemu_holds).
+  void send_eventfds(const PeerSlot& peer, PeerSlot& to);
+  // Gives `slot` its eventfds: the ones it had (their stale counts read
+  // away) or new ones. False, logged, when eventfd() fails.
+  [[nodiscard]] bool ensure_eventfds(const LinkRuntime& link, PeerSlot& slot);
   void ring(LinkRuntime& link, PeerSlot& slot, std::uint32_t vector);
   void accept_control();
 

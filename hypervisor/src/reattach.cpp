@@ -128,12 +128,13 @@ void Daemon::State::finish_reattach(std::size_t link_index, std::uint32_t peer,
   send_reply(socket, reattach::Status::accepted);
   auto connection = std::make_shared<Connection>(std::move(socket), *this, link_index, peer);
   fds.erase(fds.begin());
+  slot.connection = connection;
+  slot.qemu_holds = 0;
+  slot.eventfds = std::move(fds);
   // The re-attached peer may have missed joins while the daemon was down;
   // a peer that already knows a joiner replaces its eventfds (idempotent).
-  send_present_peers(link, peer, *connection);
-  announce_join(link, peer, fds);
-  slot.connection = connection;
-  slot.eventfds = std::move(fds);
+  send_present_peers(link, slot);
+  announce_join(link, slot);
   slot.reattached = true;
   slot.believed_present = request.known_peers & ~(std::uint64_t{1} << peer);
   slot.since = std::chrono::system_clock::now();

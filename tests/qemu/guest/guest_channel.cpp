@@ -2,7 +2,7 @@
 // VfioDevice (vfio-pci), SysfsDevice (resource files, polling) or whichever
 // open_ivshmem_device() picks, exchanging checked messages with a host
 // process on the daemon's link (tests/qemu/guest_channel_test.cpp,
-// guest_vfio_test.cpp, docs/guests.md). Statically linked: the guest has
+// guest_three_peers_test.cpp, docs/guests.md). Statically linked: the guest has
 // busybox and nothing else.
 //
 //   1. opens the only ivshmem device (--backend=uio, the default: the one
@@ -25,12 +25,16 @@
 // With --hold it stops after step 3: it prints "holding after host first"
 // and sleeps, its Session still running, until the test kills its QEMU
 // (guest_restart_test.cpp: a killed guest is a peer reset for the host).
+// With --rejoin=P (P one of the peers above), after its pairs and before
+// step 5 it waits for P's reset ("peer P reset seen"), then for P's
+// successor to join and reconnect the channel ("peer P rejoined"), and
+// plays its pair with the successor again (guest_three_peers_test.cpp).
 // Every message is checked byte for byte (ping_pong_format.hpp). Lines start
 // with "CELLINK-GUEST: "; the last is "CELLINK-GUEST-RESULT: ok channel ..."
 // or "CELLINK-GUEST-RESULT: fail <reason>".
 //
 // Usage: guest_channel [--backend=uio|vfio|sysfs|auto] [--rounds=N] [--timeout-ms=MS] [--hold]
-//                      [--follow=P|--lead=P]...
+//                      [--follow=P|--lead=P]... [--rejoin=P]
 #include <unistd.h>
 
 #include <chrono>
@@ -78,7 +82,8 @@ struct Options {
   Backend backend = Backend::uio;
   std::uint32_t rounds = 8;
   std::chrono::milliseconds timeout{30000};
-  bool hold = false;  // stop after the host-first phase and sleep until killed
+  bool hold = false;                    // stop after the host-first phase and sleep until killed
+  std::optional<std::uint32_t> rejoin;  // wait for this peer's reset and successor
   // (peer, leads): whom to ping-pong with, in order; empty: follow the only peer.
   std::vector<std::pair<std::uint32_t, bool>> pairs;
 };
@@ -135,6 +140,47 @@ class PingPong {
 
   [[nodiscard]] const Counters& counters() const { return counters_; }
 
+  // The rounds of one pair: host first, then guest first. A leader plays
+  // the host's part. With `hold`, stops after host first and sleeps until
+  // the test kills QEMU (the Session's progress thread keeps running).
+  void play(std::uint32_t rounds, bool leads, const std::string& with, bool hold) {
+    for (std::uint32_t round = 0; round < rounds; ++round) {
+      if (leads) {
+        send(Phase::host_first, Kind::ping, round);
+        receive(Phase::host_first, Kind::pong, round);
+      } else {
+        receive(Phase::host_first, Kind::ping, round);
+        send(Phase::host_first, Kind::pong, round);
+      }
+    }
+    say("host first" + with + ": " + std::to_string(rounds) +
+        (leads ? " pings sent, pongs received" : " pings received, pongs sent"));
+    if (hold) {
+      say("holding after host first: " + std::to_string(counters_.received) + " received, " +
+          std::to_string(counters_.sent) + " sent");
+      for (;;) ::pause();
+    }
+    for (std::uint32_t round = 0; round < rounds; ++round) {
+      if (leads) {
+        receive(Phase::guest_first, Kind::ping, round);
+        send(Phase::guest_first, Kind::pong, round);
+      } else {
+        send(Phase::guest_first, Kind::ping, round);
+        receive(Phase::guest_first, Kind::pong, round);
+      }
+    }
+    say("guest first" + with + ": " + std::to_string(rounds) +
+        (leads ? " pings received, pongs sent" : " pings sent, pongs received"));
+  }
+
+  void add_to(Counters& total) const {
+    total.received += counters_.received;
+    total.sent += counters_.sent;
+    total.bytes_received += counters_.bytes_received;
+    total.bytes_sent += counters_.bytes_sent;
+    total.blocked += counters_.blocked;
+  }
+
  private:
   WaitableDevice& device_;
   Channel& channel_;
@@ -163,6 +209,8 @@ std::optional<Options> parse_options(int argc, char** argv) {
       options.backend = Backend::sysfs;
     } else if (arg == "--backend=auto") {
       options.backend = Backend::automatic;
+    } else if (const auto rejoin = parse_option(arg, "--rejoin="); rejoin) {
+      options.rejoin = static_cast<std::uint32_t>(*rejoin);
     } else if (arg == "--hold") {
       options.hold = true;
     } else {
@@ -172,15 +220,16 @@ std::optional<Options> parse_options(int argc, char** argv) {
   return options;
 }
 
-// Receives until the host's reset shows; its channel close may come first.
-std::chrono::milliseconds await_host_leaving(Channel& channel, std::chrono::milliseconds timeout) {
+// Receives until the peer's reset shows; its channel close may come first.
+std::chrono::milliseconds await_reset(Channel& channel, std::chrono::milliseconds timeout) {
   const Clock::time_point start = Clock::now();
   for (;;) {
     const Message message = channel.receive(timeout);
     if (message) throw Failure{"a message arrived after the last round"};
     if (message.error() == MessageErrc::peer_reset) break;
     if (message.error() != MessageErrc::channel_closed) {
-      throw Failure{"waiting for the host to leave: " + message.error().message()};
+      throw Failure{"waiting for peer " + std::to_string(channel.peer()) +
+                    " to leave: " + message.error().message()};
     }
   }
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
@@ -281,49 +330,44 @@ int run(const Options& options) {
           std::to_string(session.max_record_payload()) + " bytes per record");
     }
 
+    const auto with = [&](std::uint32_t peer) {
+      return pairs.size() > 1 ? " with peer " + std::to_string(peer) : std::string();
+    };
     try {
       for (std::size_t i = 0; i < pairs.size(); ++i) {
-        const std::uint32_t peer = pairs[i].first;
-        const bool leads = pairs[i].second;
-        const std::string with = pairs.size() > 1 ? " with peer " + std::to_string(peer) : "";
         PingPong ping_pong(*device, channels[i], session.max_record_payload(), options.timeout);
-        for (std::uint32_t round = 0; round < options.rounds; ++round) {
-          if (leads) {
-            ping_pong.send(Phase::host_first, Kind::ping, round);
-            ping_pong.receive(Phase::host_first, Kind::pong, round);
-          } else {
-            ping_pong.receive(Phase::host_first, Kind::ping, round);
-            ping_pong.send(Phase::host_first, Kind::pong, round);
-          }
+        ping_pong.play(options.rounds, pairs[i].second, with(pairs[i].first), options.hold);
+        ping_pong.add_to(counters);
+      }
+      if (options.rejoin) {
+        const std::uint32_t peer = *options.rejoin;
+        std::size_t i = 0;
+        while (i < pairs.size() && pairs[i].first != peer) ++i;
+        if (i == pairs.size()) throw Failure{"--rejoin names a peer without a pair"};
+        const std::chrono::milliseconds reset_after = await_reset(channels[i], options.timeout);
+        say("peer " + std::to_string(peer) + " reset seen after " +
+            std::to_string(reset_after.count()) + " ms");
+        // A reset is reported once to each direction (docs/link.md section 4):
+        // the next send fails with it too, and sends nothing.
+        if (channels[i].send("after the reset", cellink::linux_uio::kNoWait) !=
+            MessageErrc::peer_reset) {
+          throw Failure{"a send after peer " + std::to_string(peer) + "'s reset did not report it"};
         }
-        say("host first" + with + ": " + std::to_string(options.rounds) +
-            (leads ? " pings sent, pongs received" : " pings received, pongs sent"));
-        if (options.hold) {
-          // The Session keeps running (its progress thread) until QEMU dies.
-          say("holding after host first: " + std::to_string(ping_pong.counters().received) +
-              " received, " + std::to_string(ping_pong.counters().sent) + " sent");
-          for (;;) ::pause();
+        if (const std::error_code waited = session.wait_for_peer(peer, options.timeout)) {
+          throw Failure{"peer " + std::to_string(peer) +
+                        "'s successor never ran: " + waited.message()};
         }
-        for (std::uint32_t round = 0; round < options.rounds; ++round) {
-          if (leads) {
-            ping_pong.receive(Phase::guest_first, Kind::ping, round);
-            ping_pong.send(Phase::guest_first, Kind::pong, round);
-          } else {
-            ping_pong.send(Phase::guest_first, Kind::ping, round);
-            ping_pong.receive(Phase::guest_first, Kind::pong, round);
-          }
+        if (const std::error_code waited = channels[i].wait_connected(options.timeout)) {
+          throw Failure{"the channel never reconnected to peer " + std::to_string(peer) + ": " +
+                        waited.message()};
         }
-        say("guest first" + with + ": " + std::to_string(options.rounds) +
-            (leads ? " pings received, pongs sent" : " pings sent, pongs received"));
-        const Counters& done = ping_pong.counters();
-        counters.received += done.received;
-        counters.sent += done.sent;
-        counters.bytes_received += done.bytes_received;
-        counters.bytes_sent += done.bytes_sent;
-        counters.blocked += done.blocked;
+        say("peer " + std::to_string(peer) + " rejoined, channel reconnected");
+        PingPong again(*device, channels[i], session.max_record_payload(), options.timeout);
+        again.play(options.rounds, pairs[i].second, with(peer) + " (rejoined)", false);
+        again.add_to(counters);
       }
       for (std::size_t i = 0; i < pairs.size(); ++i) {
-        if (pairs[i].first == 0) host_left_after = await_host_leaving(channels[i], options.timeout);
+        if (pairs[i].first == 0) host_left_after = await_reset(channels[i], options.timeout);
       }
     } catch (const Failure& failure) {
       return fail(failure.reason);
