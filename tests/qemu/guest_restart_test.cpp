@@ -15,6 +15,13 @@
 //   3. Guest 2 boots as the same cell, its Session hand-shakes with the same
 //      host Session (a new epoch), the channel reconnects, and the full
 //      ping-pong runs again both ways with every byte checked.
+//
+// AGuestKilledMidMessageLeavesNoPartialMessage: guest 1 sends a message of
+// five records toward a host that does not receive (a single-threaded
+// Session: nothing drains its rings between calls), so the send blocks with
+// its first record on the ring (32 KiB); then its QEMU is killed. The host must report
+// peer_reset and deliver no part of that message, and guest 2's ping-pong
+// must start clean: its first message is checked byte for byte.
 #include <chrono>
 #include <csignal>
 #include <cstdint>
@@ -160,6 +167,78 @@ TEST_F(GuestRestart, KilledGuestIsAPeerResetAndANewGuestResumesTheStream) {
             << report.delivered << "; guest 2 connected " << connected_at << " s after boot, "
             << second_epoch_line << "; " << 2 * kRounds << " round trips ("
             << second.bytes_sent + second.bytes_received << " bytes); guest 2: " << result << "\n";
+}
+
+TEST_F(GuestRestart, AGuestKilledMidMessageLeavesNoPartialMessage) {
+  const std::filesystem::path config = write_config(kHostGuestLinkConfig);
+  start_daemon(config);
+  const auto host_device = linux_uio::HostDevice::connect({runtime_dir(), "vm", "host"});
+  // Single-threaded: no progress thread copies the guest's records off the
+  // ring while the test does not call in.
+  auto session = std::make_unique<Session>(
+      *host_device, linux_uio::SessionOptions{.spin_budget = std::chrono::nanoseconds{0},
+                                              .threading = linux_uio::Threading::single});
+  Channel channel = session->open(guest_test::kChannelName);
+  const std::size_t max_record = session->max_record_payload();
+  const std::uint64_t message_bytes = 5 * max_record;  // the 32 KiB ring holds one record
+
+  boot("guest", config,
+       "cellink.run=cellink-guest-channel cellink.arg=--timeout-ms=" +
+           std::to_string(kGuestStepTimeout.count()) +
+           " cellink.arg=--stuck-send=" + std::to_string(message_bytes));
+  ASSERT_FALSE(session->wait_for_peer(1, kBootTimeout)) << "guest 1's Session never ran";
+  ASSERT_FALSE(channel.wait_connected(kGuestStepTimeout)) << "guest 1 never opened the channel";
+  expect_guest("sending " + std::to_string(message_bytes) + "-byte message", kGuestStepTimeout);
+
+  // Mid-message: some records published, and no more coming (ring full).
+  std::uint64_t produced = 0;
+  const Clock::time_point give_up = Clock::now() + kGuestStepTimeout;
+  for (Clock::time_point stable_since = Clock::now(); Clock::now() < give_up;) {
+    const std::uint64_t now = guest_test::produced_by(*host_device, 1);
+    if (now != produced) {
+      produced = now;
+      stable_since = Clock::now();
+    } else if (produced > 0 && Clock::now() - stable_since >= milliseconds{300}) {
+      break;
+    }
+    std::this_thread::sleep_for(milliseconds{10});
+  }
+  ASSERT_GT(produced, max_record) << "guest 1 published less than one whole record";
+  ASSERT_LT(produced, message_bytes) << "guest 1's message fit: it is not stuck mid-message";
+
+  const Clock::time_point killed_at = Clock::now();
+  guest_->kill(SIGKILL);
+  const Message after_kill = channel.receive(kGuestStepTimeout);
+  const double reset_ms =
+      std::chrono::duration<double, std::milli>(Clock::now() - killed_at).count();
+  ASSERT_FALSE(after_kill) << "a message of " << after_kill.size()
+                           << " bytes came out of a send that never finished";
+  EXPECT_EQ(after_kill.error(), make_error_code(MessageErrc::peer_reset))
+      << after_kill.error().message();
+  EXPECT_EQ(channel.send("after the reset", linux_uio::kNoWait),
+            make_error_code(MessageErrc::peer_reset));
+  EXPECT_EQ(guest_->wait_exit(kGuestStepTimeout), 128 + SIGKILL);
+  EXPECT_EQ(session->stats().oversized_messages, 0U);
+  if (HasFailure()) return;
+
+  // Guest 2: the ping-pong starts with its own first message.
+  first_guest_ = std::move(guest_);
+  boot("guest", config, guest_args(false));
+  ASSERT_FALSE(session->wait_for_peer(1, kBootTimeout)) << "guest 2's Session never ran";
+  ASSERT_FALSE(channel.wait_connected(kGuestStepTimeout))
+      << "the channel never reconnected to guest 2";
+  HostSide second(*host_device, channel, max_record);
+  second.lead(kRounds);
+  EXPECT_EQ(second.received, 2 * kRounds);
+
+  channel = Channel{};
+  session.reset();
+  const std::string result = expect_guest("CELLINK-GUEST-RESULT: ok channel", kGuestStepTimeout);
+  EXPECT_EQ(result_field(result, "received"), 2 * kRounds) << result;
+  EXPECT_EQ(guest_->wait_exit(kGuestStepTimeout), 0);
+  std::cout << "killed mid-message: " << produced << " of " << message_bytes
+            << " bytes on the ring at the kill; host peer_reset " << reset_ms
+            << " ms after SIGKILL; guest 2: " << result << "\n";
 }
 
 }  // namespace

@@ -25,6 +25,10 @@
 // With --hold it stops after step 3: it prints "holding after host first"
 // and sleeps, its Session still running, until the test kills its QEMU
 // (guest_restart_test.cpp: a killed guest is a peer reset for the host).
+// With --stuck-send=BYTES it skips the ping-pong: once connected it prints
+// "sending BYTES-byte message" and sends one message of that size toward the
+// only peer, which does not receive, so the send blocks mid-message until
+// the test kills QEMU (guest_restart_test.cpp).
 // With --rejoin=P (P one of the peers above), after its pairs and before
 // step 5 it waits for P's reset ("peer P reset seen"), then for P's
 // successor to join and reconnect the channel ("peer P rejoined"), and
@@ -34,7 +38,7 @@
 // or "CELLINK-GUEST-RESULT: fail <reason>".
 //
 // Usage: guest_channel [--backend=uio|vfio|sysfs|auto] [--rounds=N] [--timeout-ms=MS] [--hold]
-//                      [--follow=P|--lead=P]... [--rejoin=P]
+//                      [--follow=P|--lead=P]... [--rejoin=P] [--stuck-send=BYTES]
 #include <unistd.h>
 
 #include <chrono>
@@ -84,6 +88,7 @@ struct Options {
   std::chrono::milliseconds timeout{30000};
   bool hold = false;                    // stop after the host-first phase and sleep until killed
   std::optional<std::uint32_t> rejoin;  // wait for this peer's reset and successor
+  std::uint64_t stuck_send = 0;         // send one message this big instead, and block
   // (peer, leads): whom to ping-pong with, in order; empty: follow the only peer.
   std::vector<std::pair<std::uint32_t, bool>> pairs;
 };
@@ -209,6 +214,8 @@ std::optional<Options> parse_options(int argc, char** argv) {
       options.backend = Backend::sysfs;
     } else if (arg == "--backend=auto") {
       options.backend = Backend::automatic;
+    } else if (const auto bytes = parse_option(arg, "--stuck-send="); bytes && *bytes > 0) {
+      options.stuck_send = *bytes;
     } else if (const auto rejoin = parse_option(arg, "--rejoin="); rejoin) {
       options.rejoin = static_cast<std::uint32_t>(*rejoin);
     } else if (arg == "--hold") {
@@ -330,6 +337,13 @@ int run(const Options& options) {
           std::to_string(session.max_record_payload()) + " bytes per record");
     }
 
+    if (options.stuck_send > 0) {
+      say("sending " + std::to_string(options.stuck_send) + "-byte message");
+      const std::vector<std::byte> big(options.stuck_send, std::byte{0x5a});
+      const std::error_code sent = channels[0].send(big, options.timeout);
+      return fail("the send that should block until QEMU is killed returned: " +
+                  (sent ? sent.message() : std::string("ok")));
+    }
     const auto with = [&](std::uint32_t peer) {
       return pairs.size() > 1 ? " with peer " + std::to_string(peer) : std::string();
     };

@@ -121,6 +121,19 @@ static_assert(sizeof(Header) == 16);
   return wake_after == produced;
 }
 
+// The end of what `peer` published on its ring toward this device, in ring
+// bytes (records with their headers). Test code, like receiver_armed().
+[[nodiscard]] inline std::uint64_t produced_by(ivshmem::Device& device, std::uint32_t peer) {
+  transports::LinkGeometry geometry;
+  if (!transports::LinkGeometry::compute(device.peer_count(), device.own_output_section().size(),
+                                         geometry)) {
+    return 0;
+  }
+  auto* producer = reinterpret_cast<transports::ProducerArea*>(const_cast<std::byte*>(
+      device.output_section(peer).data() + geometry.ring_slot_offset(peer, device.id())));
+  return std::atomic_ref<std::uint64_t>(producer->produced.value).load(std::memory_order_acquire);
+}
+
 // Waits until receiver_armed(); false when `timeout` passed first.
 [[nodiscard]] inline bool await_receiver_armed(ivshmem::Device& device, std::uint32_t peer,
                                                std::chrono::milliseconds timeout) {
