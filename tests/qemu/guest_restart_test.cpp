@@ -22,6 +22,11 @@
 // its first record on the ring (32 KiB); then its QEMU is killed. The host must report
 // peer_reset and deliver no part of that message, and guest 2's ping-pong
 // must start clean: its first message is checked byte for byte.
+//
+// AGuestSessionThatLeavesAndJoinsAgainInOneBootIsResumed: the guest program
+// runs two Sessions one after the other on one UioDevice (--sessions=2); the
+// host sees the first leave as a peer reset and carries the full ping-pong
+// with the second, on the channel it kept.
 #include <chrono>
 #include <csignal>
 #include <cstdint>
@@ -239,6 +244,65 @@ TEST_F(GuestRestart, AGuestKilledMidMessageLeavesNoPartialMessage) {
   std::cout << "killed mid-message: " << produced << " of " << message_bytes
             << " bytes on the ring at the kill; host peer_reset " << reset_ms
             << " ms after SIGKILL; guest 2: " << result << "\n";
+}
+
+TEST_F(GuestRestart, AGuestSessionThatLeavesAndJoinsAgainInOneBootIsResumed) {
+  const std::filesystem::path config = write_config(kHostGuestLinkConfig);
+  start_daemon(config);
+  const auto host_device = linux_uio::HostDevice::connect({runtime_dir(), "vm", "host"});
+  auto session = std::make_unique<Session>(
+      *host_device, linux_uio::SessionOptions{.spin_budget = std::chrono::nanoseconds{0}});
+  Channel channel = session->open(guest_test::kChannelName);
+  const std::size_t max_record = session->max_record_payload();
+
+  boot("guest", config, guest_args(false) + " cellink.arg=--sessions=2");
+  ASSERT_FALSE(session->wait_for_peer(1, kBootTimeout)) << "the guest's Session never ran";
+  ASSERT_FALSE(channel.wait_connected(kGuestStepTimeout)) << "the guest never opened the channel";
+  const std::string first_line = expect_guest(
+      "session epoch [0-9]+ running with peer 0, channel connected", kGuestStepTimeout);
+  HostSide first(*host_device, channel, max_record);
+  first.lead(kRounds);
+  expect_guest("leaving: session epoch [0-9]+ ends", kGuestStepTimeout);
+
+  // The leave: the guest's Session closes its channel, then publishes RESET.
+  // The host's receive sees the close (maybe) and then the reset; the reset
+  // is also reported once to the sending direction.
+  bool saw_close = false;
+  for (;;) {
+    const Message after_leave = channel.receive(kGuestStepTimeout);
+    ASSERT_FALSE(after_leave) << "a message arrived after the guest's last round";
+    if (after_leave.error() == MessageErrc::peer_reset) break;
+    ASSERT_EQ(after_leave.error(), make_error_code(MessageErrc::channel_closed))
+        << after_leave.error().message();
+    ASSERT_FALSE(saw_close) << "the close was reported twice";
+    saw_close = true;
+  }
+  EXPECT_EQ(channel.send("after the reset", linux_uio::kNoWait),
+            make_error_code(MessageErrc::peer_reset));
+  const linux_uio::ResetReport report = session->last_reset(1);
+  EXPECT_EQ(report.resets, 1U);
+  EXPECT_TRUE(report.delivered_known);
+  EXPECT_EQ(report.delivered, report.sent) << "the guest released every message before leaving";
+
+  // Its second Session: a new epoch, the same host channel.
+  ASSERT_FALSE(session->wait_for_peer(1, kGuestStepTimeout)) << "the second Session never ran";
+  ASSERT_FALSE(channel.wait_connected(kGuestStepTimeout)) << "the channel never reconnected";
+  const std::string second_line = expect_guest(
+      "session epoch [0-9]+ running with peer 0, channel connected", kGuestStepTimeout);
+  EXPECT_NE(second_line, first_line) << "the second Session must run in a new epoch";
+  HostSide second(*host_device, channel, max_record);
+  second.lead(kRounds);
+
+  channel = Channel{};
+  session.reset();
+  const std::string result = expect_guest("CELLINK-GUEST-RESULT: ok channel", kGuestStepTimeout);
+  EXPECT_EQ(result_field(result, "received"), 4 * kRounds) << result;
+  EXPECT_EQ(result_field(result, "bytes-received"), first.bytes_sent + second.bytes_sent) << result;
+  EXPECT_EQ(guest_->wait_exit(kGuestStepTimeout), 0);
+  std::cout << "leave and rejoin in one boot: " << first_line << " then " << second_line
+            << (saw_close ? "; the host saw the channel close, then the reset" : "")
+            << "; last_reset sent " << report.sent << " delivered " << report.delivered
+            << "; guest: " << result << "\n";
 }
 
 }  // namespace

@@ -29,6 +29,9 @@
 // "sending BYTES-byte message" and sends one message of that size toward the
 // only peer, which does not receive, so the send blocks mid-message until
 // the test kills QEMU (guest_restart_test.cpp).
+// With --sessions=N it runs steps 2 to 4 in N Sessions one after the other
+// on the same device, printing "leaving: session epoch E ends" between them:
+// a cell that leaves and joins again within one boot (guest_restart_test.cpp).
 // With --rejoin=P (P one of the peers above), after its pairs and before
 // step 5 it waits for P's reset ("peer P reset seen"), then for P's
 // successor to join and reconnect the channel ("peer P rejoined"), and
@@ -39,6 +42,7 @@
 //
 // Usage: guest_channel [--backend=uio|vfio|sysfs|auto] [--rounds=N] [--timeout-ms=MS] [--hold]
 //                      [--follow=P|--lead=P]... [--rejoin=P] [--stuck-send=BYTES]
+//                      [--sessions=N]
 #include <unistd.h>
 
 #include <chrono>
@@ -89,6 +93,7 @@ struct Options {
   bool hold = false;                    // stop after the host-first phase and sleep until killed
   std::optional<std::uint32_t> rejoin;  // wait for this peer's reset and successor
   std::uint64_t stuck_send = 0;         // send one message this big instead, and block
+  std::uint32_t sessions = 1;           // Sessions one after the other on the one device
   // (peer, leads): whom to ping-pong with, in order; empty: follow the only peer.
   std::vector<std::pair<std::uint32_t, bool>> pairs;
 };
@@ -214,6 +219,8 @@ std::optional<Options> parse_options(int argc, char** argv) {
       options.backend = Backend::sysfs;
     } else if (arg == "--backend=auto") {
       options.backend = Backend::automatic;
+    } else if (const auto count = parse_option(arg, "--sessions="); count && *count > 0) {
+      options.sessions = static_cast<std::uint32_t>(*count);
     } else if (const auto bytes = parse_option(arg, "--stuck-send="); bytes && *bytes > 0) {
       options.stuck_send = *bytes;
     } else if (const auto rejoin = parse_option(arg, "--rejoin="); rejoin) {
@@ -313,7 +320,7 @@ int run(const Options& options) {
 
   Counters counters;
   std::chrono::milliseconds host_left_after{0};
-  {
+  for (std::uint32_t incarnation = 1; incarnation <= options.sessions; ++incarnation) {
     // spin_budget 0: every receive that finds nothing sleeps on the device.
     Session session(*device, {.spin_budget = std::chrono::nanoseconds{0}});
     std::vector<std::pair<std::uint32_t, bool>> pairs = options.pairs;
@@ -352,6 +359,13 @@ int run(const Options& options) {
         PingPong ping_pong(*device, channels[i], session.max_record_payload(), options.timeout);
         ping_pong.play(options.rounds, pairs[i].second, with(pairs[i].first), options.hold);
         ping_pong.add_to(counters);
+      }
+      if (incarnation < options.sessions) {
+        // Leave: the Session's destructor publishes RESET; the next
+        // iteration joins again on the same device, in a new epoch.
+        say("leaving: session epoch " + std::to_string(session.epoch()) + " ends, " +
+            std::to_string(options.sessions - incarnation) + " more to come");
+        continue;
       }
       if (options.rejoin) {
         const std::uint32_t peer = *options.rejoin;
