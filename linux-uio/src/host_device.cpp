@@ -250,7 +250,18 @@ void HostDevice::handle_message(std::int64_t value, UniqueFd fd, std::vector<Dev
   if (doorbells.eventfds.size() == vectors_) {
     const bool already_present = doorbells.present;
     doorbells.present = true;
-    if (!already_present) events.push_back({DeviceEvent::Kind::peer_joined, 0, 0, peer, {}});
+    if (!already_present) {
+      events.push_back({DeviceEvent::Kind::peer_joined, 0, 0, peer, {}});
+      // The joiner may have read our state entry before a set_state() that
+      // rang only the peers known then (it did not know this one yet): a
+      // vector-0 doorbell makes it read the entry again. Nothing to say
+      // while our entry is 0. The state load pairs with set_state()'s store
+      // in this process (relaxed would do; acquire as everywhere else).
+      if (peer_state(id_) != 0) {
+        const std::uint64_t one = 1;
+        (void)::write(doorbells.eventfds[0].get(), &one, sizeof(one));
+      }
+    }
   }
 }
 

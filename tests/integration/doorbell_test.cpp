@@ -1,10 +1,13 @@
 // Doorbells and the state table between three cellink-test-peer processes
 // on one link with 3 vectors.
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 
+#include "cellink/linux-uio/host_device.hpp"
 #include "fixture.hpp"
 
 namespace cellink::integration {
@@ -116,6 +119,38 @@ TEST_F(DoorbellTest, StateOfAPeerThatNeverSetOneReadsZero) {
 
   EXPECT_EQ(a.peer_state(b.id()), 0U);
   EXPECT_EQ(a.peer_state(2), 0U);
+}
+
+// The race the demo hit: `a` sets its state before it has processed `b`'s
+// join, so set_state() rings nobody, while `b` read a's entry as 0 at its
+// connect. When `a` then processes the join, it rings b's vector 0, so `b`
+// reads the entry again instead of waiting forever. In-process HostDevices,
+// so the order is exact.
+TEST_F(DoorbellTest, AStateSetBeforeAJoinWasSeenStillReachesTheJoiner) {
+  using linux_uio::DeviceEvent;
+  const auto a = linux_uio::HostDevice::connect({runtime_dir(), "ring", "a"});
+  const auto b = linux_uio::HostDevice::connect({runtime_dir(), "ring", "b"});
+  ASSERT_TRUE(b->peer_present(a->id())) << "b learns of a in its greeting";
+  ASSERT_EQ(b->peer_state(a->id()), 0U);
+  ASSERT_FALSE(a->peer_present(b->id())) << "a has not read b's join yet";
+  a->set_state(0x1234);  // rings no one: a knows no other peer
+
+  // a processes b's join (any wait() does).
+  bool joined = false;
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!joined && std::chrono::steady_clock::now() < give_up) {
+    for (const DeviceEvent& event : a->wait(std::chrono::milliseconds(100))) {
+      joined |= event.kind == DeviceEvent::Kind::peer_joined && event.peer == b->id();
+    }
+  }
+  ASSERT_TRUE(joined);
+
+  bool rung = false;
+  for (const DeviceEvent& event : b->wait(std::chrono::milliseconds(2000))) {
+    rung |= event.kind == DeviceEvent::Kind::doorbell && event.vector == 0;
+  }
+  EXPECT_TRUE(rung) << "b was never told to read a's state again";
+  EXPECT_EQ(b->peer_state(a->id()), 0x1234U);
 }
 
 }  // namespace

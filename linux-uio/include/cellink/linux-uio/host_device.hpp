@@ -72,6 +72,9 @@ class HostDevice final : public WaitableDevice {
       std::uint32_t peer) const noexcept override;
   [[nodiscard]] ivshmem::DoorbellStatus doorbell(std::uint32_t peer,
                                                  std::uint32_t vector) noexcept override;
+  // Release-stores our state entry, then rings vector 0 on every peer this
+  // device knows. A peer whose join wait() has not read yet is rung when
+  // wait() reads it (while our entry is not 0), so it reads the entry again.
   void set_state(std::uint32_t value) noexcept override;
   [[nodiscard]] std::uint32_t peer_state(std::uint32_t peer) const noexcept override;
 
