@@ -84,16 +84,12 @@ std::pair<Message, double> round_trip(Channel& channel, std::span<const std::byt
 
 namespace {
 
-using namespace demo;  // NOLINT(google-build-using-namespace): the acts' shared pieces
+// The acts' shared pieces, with Channel, DeviceEvent, HostDevice, Message,
+// milliseconds and Clock.
+using namespace demo;  // NOLINT(google-build-using-namespace)
 
-using linux_uio::Channel;
-using linux_uio::DeviceEvent;
-using linux_uio::HostDevice;
-using linux_uio::Message;
 using linux_uio::MessageErrc;
 using linux_uio::Session;
-using std::chrono::milliseconds;
-using Clock = std::chrono::steady_clock;
 
 // How long one example program pair may run.
 constexpr milliseconds kExampleTimeout{15000};
