@@ -256,13 +256,11 @@ void SysfsDevice::write_doorbell(std::uint32_t value) const noexcept {
 }
 
 std::vector<DeviceEvent> SysfsDevice::wait(std::chrono::milliseconds timeout) {
-  std::vector<DeviceEvent> doorbells;
+  std::vector<DeviceEvent> events;
   // The timer is the only fd collected: InterruptEpoll counts a wait() it
   // ended as an interrupt wake-up, reported here as a poll wake-up.
-  (void)epoll_.wait(timeout, [&](std::uint64_t) { return collect_poll(doorbells); });
-  std::vector<DeviceEvent> events;
-  collect_membership(events);
-  events.insert(events.end(), doorbells.begin(), doorbells.end());
+  (void)epoll_.wait(timeout, [&](std::uint64_t) { return collect_poll(events); });
+  prepend_membership(events);
   return events;
 }
 

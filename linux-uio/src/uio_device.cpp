@@ -199,11 +199,9 @@ std::uint32_t UioDevice::peer_state(std::uint32_t peer) const noexcept {
 }
 
 std::vector<DeviceEvent> UioDevice::wait(std::chrono::milliseconds timeout) {
-  std::vector<DeviceEvent> doorbells;
-  (void)epoll_.wait(timeout, [&](std::uint64_t) { return collect_interrupt(doorbells); });
   std::vector<DeviceEvent> events;
-  states_.collect_changes(events);
-  events.insert(events.end(), doorbells.begin(), doorbells.end());
+  (void)epoll_.wait(timeout, [&](std::uint64_t) { return collect_interrupt(events); });
+  states_.prepend_changes(events);
   return events;
 }
 

@@ -304,13 +304,11 @@ void VfioDevice::write_register(std::size_t offset, std::uint32_t value) const n
 }
 
 std::vector<DeviceEvent> VfioDevice::wait(std::chrono::milliseconds timeout) {
-  std::vector<DeviceEvent> doorbells;
-  (void)epoll_.wait(timeout, [&](std::uint64_t vector) {
-    return collect_interrupt(static_cast<std::uint32_t>(vector), doorbells);
-  });
   std::vector<DeviceEvent> events;
-  collect_membership(events);
-  events.insert(events.end(), doorbells.begin(), doorbells.end());
+  (void)epoll_.wait(timeout, [&](std::uint64_t vector) {
+    return collect_interrupt(static_cast<std::uint32_t>(vector), events);
+  });
+  prepend_membership(events);
   return events;
 }
 

@@ -65,6 +65,28 @@ class GuestRestart : public GuestTest {
     GuestTest::TearDown();
   }
 
+  // The daemon on kHostGuestLinkConfig and the test's host half: a Session
+  // over HostDevice (spin_budget 0) with channel "guest-ping" open.
+  struct Host {
+    std::filesystem::path config;
+    std::unique_ptr<linux_uio::HostDevice> device;
+    std::unique_ptr<Session> session;
+    Channel channel;  // after session: destroyed first
+    std::size_t max_record = 0;
+  };
+  Host start_host(linux_uio::Threading threading = linux_uio::Threading::multi) {
+    Host host;
+    host.config = write_config(kHostGuestLinkConfig);
+    start_daemon(host.config);
+    host.device = linux_uio::HostDevice::connect({runtime_dir(), "vm", "host"});
+    host.session = std::make_unique<Session>(
+        *host.device, linux_uio::SessionOptions{.spin_budget = std::chrono::nanoseconds{0},
+                                                .threading = threading});
+    host.channel = host.session->open(guest_test::kChannelName);
+    host.max_record = host.session->max_record_payload();
+    return host;
+  }
+
   // Guest 1 once guest 2 took guest_'s place.
   std::unique_ptr<Process> first_guest_;
 };
@@ -76,13 +98,8 @@ std::string guest_args(bool hold) {
 }
 
 TEST_F(GuestRestart, KilledGuestIsAPeerResetAndANewGuestResumesTheStream) {
-  const std::filesystem::path config = write_config(kHostGuestLinkConfig);
-  start_daemon(config);
-  const auto host_device = linux_uio::HostDevice::connect({runtime_dir(), "vm", "host"});
-  auto session = std::make_unique<Session>(
-      *host_device, linux_uio::SessionOptions{.spin_budget = std::chrono::nanoseconds{0}});
-  Channel channel = session->open(guest_test::kChannelName);
-  const std::size_t max_record = session->max_record_payload();
+  Host host = start_host();
+  auto& [config, host_device, session, channel, max_record] = host;
 
   // 1. Guest 1: host-first ping-pong, then it holds.
   boot("guest", config, guest_args(true));
@@ -175,16 +192,10 @@ TEST_F(GuestRestart, KilledGuestIsAPeerResetAndANewGuestResumesTheStream) {
 }
 
 TEST_F(GuestRestart, AGuestKilledMidMessageLeavesNoPartialMessage) {
-  const std::filesystem::path config = write_config(kHostGuestLinkConfig);
-  start_daemon(config);
-  const auto host_device = linux_uio::HostDevice::connect({runtime_dir(), "vm", "host"});
   // Single-threaded: no progress thread copies the guest's records off the
   // ring while the test does not call in.
-  auto session = std::make_unique<Session>(
-      *host_device, linux_uio::SessionOptions{.spin_budget = std::chrono::nanoseconds{0},
-                                              .threading = linux_uio::Threading::single});
-  Channel channel = session->open(guest_test::kChannelName);
-  const std::size_t max_record = session->max_record_payload();
+  Host host = start_host(linux_uio::Threading::single);
+  auto& [config, host_device, session, channel, max_record] = host;
   const std::uint64_t message_bytes = 5 * max_record;  // the 32 KiB ring holds one record
 
   boot("guest", config,
@@ -247,13 +258,8 @@ TEST_F(GuestRestart, AGuestKilledMidMessageLeavesNoPartialMessage) {
 }
 
 TEST_F(GuestRestart, AGuestSessionThatLeavesAndJoinsAgainInOneBootIsResumed) {
-  const std::filesystem::path config = write_config(kHostGuestLinkConfig);
-  start_daemon(config);
-  const auto host_device = linux_uio::HostDevice::connect({runtime_dir(), "vm", "host"});
-  auto session = std::make_unique<Session>(
-      *host_device, linux_uio::SessionOptions{.spin_budget = std::chrono::nanoseconds{0}});
-  Channel channel = session->open(guest_test::kChannelName);
-  const std::size_t max_record = session->max_record_payload();
+  Host host = start_host();
+  auto& [config, host_device, session, channel, max_record] = host;
 
   boot("guest", config, guest_args(false) + " cellink.arg=--sessions=2");
   ASSERT_FALSE(session->wait_for_peer(1, kBootTimeout)) << "the guest's Session never ran";

@@ -183,4 +183,14 @@ class FakeSysfs {
   fs::path root_;
 };
 
+// Options of a backend (UioDeviceOptions, VfioDeviceOptions,
+// IvshmemSelection ...) pointed at `fake`'s sysfs and /dev.
+template <typename Options>
+[[nodiscard]] Options options_for(const FakeSysfs& fake) {
+  Options options;
+  options.sysfs_root = fake.sys();
+  options.dev_root = fake.dev();
+  return options;
+}
+
 }  // namespace cellink::linux_uio::testing_support

@@ -25,13 +25,7 @@ namespace fs = std::filesystem;
 using testing_support::expect_error;
 using testing_support::FakeSysfs;
 using testing_support::kAddress;
-
-IvshmemSelection selection_for(const FakeSysfs& fake) {
-  IvshmemSelection selection;
-  selection.sysfs_root = fake.sys();
-  selection.dev_root = fake.dev();
-  return selection;
-}
+using testing_support::options_for;
 
 // An unbound QEMU function at `address` whose BARs hold link `link`, as
 // peer 1; no module loaded (FakeSysfs's uio_ivshmem directory removed).
@@ -62,8 +56,8 @@ TEST(BackendChoice, AFunctionBoundToUioIvshmemWithADeviceNodeGoesToUioFirst) {
   fake.add_function(kAddress, "0x1af4", "0x1110", "0x050000", "uio_ivshmem", 2);
   fake.add_uio({{"registers", "0x100"}, {"shmem", "0x40000"}});
   FakeSysfs::write(fake.dev() / "uio0", "");
-  const auto options =
-      choose_ivshmem_backend(selection_for(fake), find_ivshmem_devices(fake.sys()).front());
+  const auto options = choose_ivshmem_backend(options_for<IvshmemSelection>(fake),
+                                              find_ivshmem_devices(fake.sys()).front());
   ASSERT_EQ(options.size(), 3U);
   EXPECT_EQ(options[0].backend, IvshmemBackend::uio);
   EXPECT_TRUE(options[0].usable) << options[0].reason;
@@ -72,8 +66,8 @@ TEST(BackendChoice, AFunctionBoundToUioIvshmemWithADeviceNodeGoesToUioFirst) {
   EXPECT_EQ(options[2].backend, IvshmemBackend::sysfs);
 
   fs::remove(fake.dev() / "uio0");
-  const auto without_node =
-      choose_ivshmem_backend(selection_for(fake), find_ivshmem_devices(fake.sys()).front());
+  const auto without_node = choose_ivshmem_backend(options_for<IvshmemSelection>(fake),
+                                                   find_ivshmem_devices(fake.sys()).front());
   EXPECT_FALSE(without_node[0].usable);
   EXPECT_NE(without_node[0].reason.find("mount -t devtmpfs"), std::string::npos);
 }
@@ -81,7 +75,7 @@ TEST(BackendChoice, AFunctionBoundToUioIvshmemWithADeviceNodeGoesToUioFirst) {
 TEST(BackendChoice, WithNoModuleOnlyTheSysfsFallbackIsUsableAndTheOthersSayWhatToLoad) {
   FakeSysfs fake;
   const IvshmemPciDevice function = add_unbound_v1(fake, kAddress);
-  const auto options = choose_ivshmem_backend(selection_for(fake), function);
+  const auto options = choose_ivshmem_backend(options_for<IvshmemSelection>(fake), function);
   ASSERT_EQ(options.size(), 3U);
   EXPECT_FALSE(options[0].usable);
   EXPECT_NE(options[0].reason.find("modprobe uio_ivshmem"), std::string::npos) << options[0].reason;
@@ -96,7 +90,7 @@ TEST(BackendChoice, VfioPciLoadedAndAnIommuGroupComeBeforeSysfs) {
   FakeSysfs fake;
   const IvshmemPciDevice unbound = add_unbound_v1(fake, kAddress);
   fs::create_directories(fake.sys() / "bus/pci/drivers/vfio-pci");
-  const auto without_group = choose_ivshmem_backend(selection_for(fake), unbound);
+  const auto without_group = choose_ivshmem_backend(options_for<IvshmemSelection>(fake), unbound);
   EXPECT_FALSE(without_group[1].usable);
   EXPECT_NE(without_group[1].reason.find("is in no IOMMU group"), std::string::npos)
       << without_group[1].reason;
@@ -104,7 +98,7 @@ TEST(BackendChoice, VfioPciLoadedAndAnIommuGroupComeBeforeSysfs) {
   fs::create_directories(fake.sys() / "kernel/iommu_groups/7");
   fs::create_directory_symlink("../../../kernel/iommu_groups/7",
                                unbound.sysfs_path / "iommu_group");
-  const auto options = choose_ivshmem_backend(selection_for(fake), unbound);
+  const auto options = choose_ivshmem_backend(options_for<IvshmemSelection>(fake), unbound);
   EXPECT_TRUE(options[1].usable);
   EXPECT_EQ(options[1].reason,
             "vfio-pci is loaded and the function is in IOMMU group 7: MSI-X interrupts");
@@ -113,8 +107,8 @@ TEST(BackendChoice, VfioPciLoadedAndAnIommuGroupComeBeforeSysfs) {
 TEST(BackendChoice, AV2FunctionCanOnlyGoToUio) {
   FakeSysfs fake;
   fake.add_function("0000:00:05.0", "0x110a", "0x4106", "0xff4c11", "", 1);
-  const auto options =
-      choose_ivshmem_backend(selection_for(fake), find_ivshmem_devices(fake.sys()).front());
+  const auto options = choose_ivshmem_backend(options_for<IvshmemSelection>(fake),
+                                              find_ivshmem_devices(fake.sys()).front());
   EXPECT_FALSE(options[0].usable);
   EXPECT_NE(options[0].reason.find("uio_ivshmem"), std::string::npos) << options[0].reason;
   for (std::size_t i = 1; i < 3; ++i) {
@@ -126,7 +120,7 @@ TEST(BackendChoice, AV2FunctionCanOnlyGoToUio) {
 TEST(OpenIvshmemDevice, FallsBackToSysfsAndSaysWhatToLoadForInterrupts) {
   FakeSysfs fake;
   add_unbound_v1(fake, kAddress);
-  const OpenedIvshmemDevice opened = open_ivshmem_device(selection_for(fake));
+  const OpenedIvshmemDevice opened = open_ivshmem_device(options_for<IvshmemSelection>(fake));
   ASSERT_TRUE(opened.device);
   EXPECT_EQ(opened.backend, IvshmemBackend::sysfs);
   EXPECT_EQ(opened.pci_address, kAddress);
@@ -145,7 +139,7 @@ TEST(OpenIvshmemDevice, PicksAmongSeveralFunctionsByLinkName) {
   FakeSysfs fake;
   add_unbound_v1(fake, "0000:00:02.0", "first");
   add_unbound_v1(fake, "0000:00:03.0", "second");
-  IvshmemSelection selection = selection_for(fake);
+  IvshmemSelection selection = options_for<IvshmemSelection>(fake);
   expect_error([&] { (void)open_ivshmem_device(selection); },
                "several ivshmem functions (0000:00:02.0 (v1, driver none), 0000:00:03.0 (v1, "
                "driver none)): name one by its PCI address, or give the link's name");
@@ -161,7 +155,7 @@ TEST(OpenIvshmemDevice, PicksAmongSeveralFunctionsByLinkName) {
 TEST(OpenIvshmemDevice, RefusesALinkOfAnotherProtocolUnlessTheCheckIsOff) {
   FakeSysfs fake;
   add_unbound_v1(fake, kAddress, "vm", ivshmem::protocol::kVirtualEthernet);
-  IvshmemSelection selection = selection_for(fake);
+  IvshmemSelection selection = options_for<IvshmemSelection>(fake);
   expect_error([&] { (void)open_ivshmem_device(selection); },
                "its link carries protocol 0001, not cellink's 4c11 (or undefined 0000)");
   selection.check_protocol = false;
@@ -173,7 +167,7 @@ TEST(OpenIvshmemDevice, WhenEveryBackendFailsOneErrorListsWhatEachSaid) {
   add_unbound_v1(fake, kAddress, "vm");
   fs::remove(fake.sys() / "bus/pci/devices" / kAddress / "resource0");
   try {
-    (void)open_ivshmem_device(selection_for(fake));
+    (void)open_ivshmem_device(options_for<IvshmemSelection>(fake));
     ADD_FAILURE() << "opened a function with no backend";
   } catch (const std::system_error& error) {
     const std::string what = error.what();
@@ -191,7 +185,7 @@ TEST(OpenIvshmemDevice, WhenEveryBackendFailsOneErrorListsWhatEachSaid) {
 TEST(OpenIvshmemDevice, AnExplicitBackendIsTriedAlone) {
   FakeSysfs fake;
   add_unbound_v1(fake, kAddress);
-  IvshmemSelection selection = selection_for(fake);
+  IvshmemSelection selection = options_for<IvshmemSelection>(fake);
   selection.backend = IvshmemBackend::uio;
   try {
     (void)open_ivshmem_device(selection);
@@ -209,9 +203,9 @@ TEST(OpenIvshmemDevice, AnExplicitBackendIsTriedAlone) {
 TEST(OpenIvshmemDevice, WithoutAnyFunctionSaysHowToGiveTheMachineOne) {
   FakeSysfs fake;
   fs::create_directories(fake.sys() / "bus/pci/devices");
-  expect_error([&] { (void)open_ivshmem_device(selection_for(fake)); },
+  expect_error([&] { (void)open_ivshmem_device(options_for<IvshmemSelection>(fake)); },
                "no ivshmem PCI device (1af4:1110 or 110a:4106)");
-  IvshmemSelection named = selection_for(fake);
+  IvshmemSelection named = options_for<IvshmemSelection>(fake);
   named.pci_address = "0000:00:09.0";
   expect_error([&] { (void)open_ivshmem_device(named); },
                "no ivshmem function at 0000:00:09.0: there is none");

@@ -33,16 +33,10 @@ using testing_support::expect_error;
 using testing_support::FakeSysfs;
 using testing_support::kAddress;
 using testing_support::kPage;
+using testing_support::options_for;
 
 std::vector<std::byte> v1_memory(ivshmem::Layout& layout, std::uint32_t vectors = 2) {
   return testing_support::v1_link_memory(layout, vectors);
-}
-
-UioDeviceOptions options_for(const FakeSysfs& fake) {
-  UioDeviceOptions options;
-  options.sysfs_root = fake.sys();
-  options.dev_root = fake.dev();
-  return options;
 }
 
 // --- sysfs ------------------------------------------------------------------
@@ -339,7 +333,8 @@ TEST(UioDeviceOpen, GetsPastEveryCheckOfAGoodV1DeviceThenRefusesAFileThatCannotB
   FakeSysfs fake;
   ivshmem::Layout layout;
   fake.add_v1(v1_memory(layout), 1);
-  expect_error([&] { (void)UioDevice::open(options_for(fake)); }, "cannot be polled");
+  expect_error([&] { (void)UioDevice::open(options_for<UioDeviceOptions>(fake)); },
+               "cannot be polled");
 }
 
 TEST(UioDeviceOpen, RefusesACorruptDescriptorBeforeUsingTheMemory) {
@@ -350,7 +345,7 @@ TEST(UioDeviceOpen, RefusesACorruptDescriptorBeforeUsingTheMemory) {
   fake.add_v1(memory, 1);
   std::error_code error;
   std::string detail;
-  EXPECT_EQ(UioDevice::open(options_for(fake), error, detail), nullptr);
+  EXPECT_EQ(UioDevice::open(options_for<UioDeviceOptions>(fake), error, detail), nullptr);
   EXPECT_EQ(error, std::errc::invalid_argument);
   EXPECT_NE(detail.find("bad magic"), std::string::npos) << detail;
 }
@@ -359,12 +354,12 @@ TEST(UioDeviceOpen, RefusesAnIvPositionOutsideTheLink) {
   FakeSysfs fake;
   ivshmem::Layout layout;
   fake.add_v1(v1_memory(layout), 7);
-  expect_error([&] { (void)UioDevice::open(options_for(fake)); }, "IVPosition 7");
+  expect_error([&] { (void)UioDevice::open(options_for<UioDeviceOptions>(fake)); }, "IVPosition 7");
 }
 
 TEST(UioDeviceOpen, RefusesANameThatIsNotAUioDevice) {
   FakeSysfs fake;
-  UioDeviceOptions options = options_for(fake);
+  UioDeviceOptions options = options_for<UioDeviceOptions>(fake);
   options.uio = "../../etc";
   expect_error([&] { (void)UioDevice::open(options); }, "is not a UIO device name");
   options.uio = "uio3";
@@ -376,7 +371,7 @@ TEST(UioDeviceOpen, RefusesAUioDeviceOfAnotherDriver) {
   ivshmem::Layout layout;
   fake.add_v1(v1_memory(layout), 1);
   FakeSysfs::write(fake.uio_dir() / "name", "uio_pci_generic\n");
-  UioDeviceOptions options = options_for(fake);
+  UioDeviceOptions options = options_for<UioDeviceOptions>(fake);
   options.uio = "uio0";
   expect_error([&] { (void)UioDevice::open(options); }, "'uio_pci_generic', not uio_ivshmem");
 }
@@ -386,7 +381,8 @@ TEST(UioDeviceOpen, RefusesAMissingDeviceNode) {
   ivshmem::Layout layout;
   fake.add_v1(v1_memory(layout), 1);
   fs::remove(fake.dev() / "uio0");
-  expect_error([&] { (void)UioDevice::open(options_for(fake)); }, "mount -t devtmpfs");
+  expect_error([&] { (void)UioDevice::open(options_for<UioDeviceOptions>(fake)); },
+               "mount -t devtmpfs");
 }
 
 }  // namespace

@@ -23,6 +23,7 @@ namespace fs = std::filesystem;
 using testing_support::expect_error;
 using testing_support::FakeSysfs;
 using testing_support::kAddress;
+using testing_support::options_for;
 
 std::string read_file(const fs::path& path) {
   std::ifstream file(path);
@@ -148,17 +149,10 @@ TEST(VfioBinding, ReadsTheIommuGroupAndExplainsItsAbsence) {
                "not at a numbered group");
 }
 
-VfioDeviceOptions options_for(const FakeSysfs& fake) {
-  VfioDeviceOptions options;
-  options.sysfs_root = fake.sys();
-  options.dev_root = fake.dev();
-  return options;
-}
-
 TEST(VfioDeviceOpen, RefusesToRebindWhenBindingIsNotAllowedAndSaysHow) {
   FakeSysfs fake;
   add_v1_function(fake, "uio_ivshmem");
-  VfioDeviceOptions options = options_for(fake);
+  VfioDeviceOptions options = options_for<VfioDeviceOptions>(fake);
   options.bind = false;
   expect_error([&] { (void)VfioDevice::open(options); },
                "is bound to 'uio_ivshmem', not vfio-pci, and binding was not allowed");
@@ -169,7 +163,8 @@ TEST(VfioDeviceOpen, WithoutAnIommuGroupLeavesTheFunctionToItsDriver) {
   FakeSysfs fake;
   const fs::path dir = add_v1_function(fake, "uio_ivshmem");
   fs::remove(dir / "iommu_group");
-  expect_error([&] { (void)VfioDevice::open(options_for(fake)); }, "is in no IOMMU group");
+  expect_error([&] { (void)VfioDevice::open(options_for<VfioDeviceOptions>(fake)); },
+               "is in no IOMMU group");
   EXPECT_EQ(read_file(dir / "driver_override"), "");
   EXPECT_EQ(read_file(fake.sys() / "bus/pci/drivers/uio_ivshmem/unbind"), "");
 }
@@ -177,7 +172,7 @@ TEST(VfioDeviceOpen, WithoutAnIommuGroupLeavesTheFunctionToItsDriver) {
 TEST(VfioDeviceOpen, AMissingContainerNodeSaysLoadTheModule) {
   FakeSysfs fake;
   add_v1_function(fake, "vfio-pci");
-  expect_error([&] { (void)VfioDevice::open(options_for(fake)); },
+  expect_error([&] { (void)VfioDevice::open(options_for<VfioDeviceOptions>(fake)); },
                "/vfio/vfio: no such node (is the vfio module loaded? modprobe vfio-pci)");
 }
 
@@ -186,7 +181,7 @@ TEST(VfioDeviceOpen, TheNoThrowFormReportsTheErrorAndItsText) {
   fs::create_directories(fake.sys() / "bus/pci/devices");
   std::error_code error;
   std::string detail;
-  EXPECT_EQ(VfioDevice::open(options_for(fake), error, detail), nullptr);
+  EXPECT_EQ(VfioDevice::open(options_for<VfioDeviceOptions>(fake), error, detail), nullptr);
   EXPECT_EQ(error, std::errc::no_such_device);
   EXPECT_NE(detail.find("no QEMU ivshmem PCI device"), std::string::npos) << detail;
 }

@@ -8,12 +8,12 @@
 // UioDevice gets its sections from uio_ivshmem's maps instead.
 //
 // Membership is the state table's (StateTableView): a peer is present while
-// its entry is not 0; the backend's wait() calls collect_membership().
+// its entry is not 0; the backend's wait() calls prepend_membership().
 //
 // Ownership: the backend maps BAR2 before attach_link() and unmaps it only
 // in its destructor; the spans point into it.
 //
-// Threading: collect_membership() from the thread that calls wait();
+// Threading: prepend_membership() from the thread that calls wait();
 // everything else from any thread, concurrently with wait().
 #pragma once
 
@@ -93,8 +93,9 @@ class BarLinkDevice : public WaitableDevice {
     states_ = StateTableView(bar2_.data() + geometry_.layout.state_table().offset,
                              geometry_.layout.peers(), geometry_.id);
   }
-  // Appends the peer_joined / peer_left changes since the last call.
-  void collect_membership(std::vector<DeviceEvent>& events) { states_.collect_changes(events); }
+  // Puts the peer_joined / peer_left changes since the last call at the
+  // front of `events` (StateTableView::prepend_changes).
+  void prepend_membership(std::vector<DeviceEvent>& events) { states_.prepend_changes(events); }
   // Writes `value` to the Doorbell register.
   virtual void write_doorbell(std::uint32_t value) const noexcept = 0;
 
@@ -106,7 +107,7 @@ class BarLinkDevice : public WaitableDevice {
 
   UioLinkGeometry geometry_;
   std::span<std::byte> bar2_;
-  StateTableView states_;  // membership; collect_changes() from wait() only
+  StateTableView states_;  // membership; prepend_changes() from wait() only
 };
 
 }  // namespace cellink::linux_uio

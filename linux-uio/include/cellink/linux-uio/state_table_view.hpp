@@ -12,12 +12,13 @@
 // with one acquire load, and only the zero/non-zero distinction is used here.
 //
 // Threading: load(), present() and store_own() from any thread;
-// collect_changes() from the thread that calls the device's wait().
+// prepend_changes() from the thread that calls the device's wait().
 #pragma once
 
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <iterator>
 #include <vector>
 
 #include "cellink/ivshmem/layout.hpp"
@@ -56,18 +57,25 @@ class StateTableView {
     std::atomic_ref<std::uint32_t>(entry(self_)).store(value, std::memory_order_release);
   }
 
-  // Appends peer_joined / peer_left for every other peer whose entry turned
-  // non-zero / zero since the previous call (or construction).
-  void collect_changes(std::vector<DeviceEvent>& events) {
+  // Puts a peer_joined / peer_left for every other peer whose entry turned
+  // non-zero / zero since the previous call (or construction) at the front
+  // of `events`, ahead of the doorbells the caller collected: a Session
+  // learns who is there before it looks at their rings. Allocates nothing
+  // when nothing changed, the usual case.
+  void prepend_changes(std::vector<DeviceEvent>& events) {
     const std::uint32_t present = present_mask();
     const std::uint32_t changed = present ^ known_present_;
+    if (changed == 0) return;
     known_present_ = present;
+    std::vector<DeviceEvent> changes;
     for (std::uint32_t peer = 0; peer < peers_; ++peer) {
       if ((changed & (1U << peer)) == 0) continue;
       const bool joined = (present & (1U << peer)) != 0;
-      events.push_back(
+      changes.push_back(
           {joined ? DeviceEvent::Kind::peer_joined : DeviceEvent::Kind::peer_left, 0, 0, peer, {}});
     }
+    events.insert(events.begin(), std::make_move_iterator(changes.begin()),
+                  std::make_move_iterator(changes.end()));
   }
 
  private:

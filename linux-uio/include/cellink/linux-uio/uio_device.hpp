@@ -173,7 +173,7 @@ class UioDevice final : public WaitableDevice {
   // Touched by wait() only (one thread at a time).
   std::uint32_t last_count_ = 0;
   bool have_count_ = false;
-  StateTableView states_;  // membership; collect_changes() from wait() only
+  StateTableView states_;  // membership; prepend_changes() from wait() only
 };
 
 }  // namespace cellink::linux_uio
