@@ -11,7 +11,7 @@
 // over UioDevice or VfioDevice, also with spin_budget 0, sleeping on the
 // MSI-X interrupt: through /dev/uio0, or on the vector's eventfd that
 // VFIO_DEVICE_SET_IRQS gave vfio-pci. For VFIO the machine gets an IOMMU
-// (q35's intel-iommu, the kernel's intel_iommu=on: FACTS.md), and the guest
+// (q35's intel-iommu, the kernel's intel_iommu=on: docs/guests.md), and the guest
 // program takes the function from uio_ivshmem, which /init bound it to, by
 // driver_override. They ping-pong on channel "guest-ping" in both
 // directions, each checking every byte (guest/ping_pong_format.hpp). Each

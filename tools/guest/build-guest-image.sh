@@ -35,8 +35,8 @@ readonly meta_package=linux-image-cloud-amd64
 script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 readonly script_dir
 # Loaded by /init in this order; a module's dependencies come before it.
-# The VFIO chain follows shared/FACTS.md ("Running guests on this kind of
-# machine"); uio is what uio_ivshmem needs.
+# The VFIO chain is the order that worked in a TCG guest (docs/machine-facts.md,
+# "Guests"); uio is what uio_ivshmem needs.
 readonly kernel_modules=(irqbypass vfio vfio_iommu_type1 vfio_virqfd vfio-pci-core vfio-pci uio)
 readonly exit_unavailable=3
 

@@ -23,15 +23,12 @@
 
 namespace cellink::transports {
 
-// gtest prints these by name (found by argument-dependent lookup).
+// gtest prints these as their describe() text (found by argument-dependent lookup).
 void PrintTo(ProduceStatus status, std::ostream* out) {
-  constexpr const char* kNames[] = {"ok", "full", "too_large", "out_of_order", "broken"};
-  *out << kNames[static_cast<int>(status)];
+  *out << describe(status);
 }
 void PrintTo(ConsumeStatus status, std::ostream* out) {
-  constexpr const char* kNames[] = {"ok",     "empty",   "not_ready", "too_many_held",
-                                    "broken", "not_held"};
-  *out << kNames[static_cast<int>(status)];
+  *out << describe(status);
 }
 void PrintTo(RingError error, std::ostream* out) {
   *out << describe(error);
@@ -222,6 +219,28 @@ TEST(RingFormat, CapacityIsTheLargestPowerOfTwoAfterTheHeaderLines) {
     EXPECT_LE(record_stride(max_payload(capacity)), capacity / 2);
   }
   EXPECT_EQ(ring_capacity(kProducerAreaOverhead + kMinRingCapacity - 1), 0U);
+}
+
+// describe() covers every enumerator (ok .. the last one) with its own text;
+// only a value outside the enum gets the fallback.
+template <typename Status>
+void expect_distinct_descriptions(Status last, const char* fallback) {
+  std::vector<std::string> seen;
+  for (int value = 0; value <= static_cast<int>(last); ++value) {
+    const char* text = describe(static_cast<Status>(value));
+    EXPECT_EQ(std::string(text).find("unknown"), std::string::npos) << "value " << value;
+    EXPECT_EQ(std::count(seen.begin(), seen.end(), text), 0) << "value " << value << ": " << text;
+    seen.emplace_back(text);
+  }
+  EXPECT_STREQ(describe(static_cast<Status>(static_cast<int>(last) + 1)), fallback);
+}
+
+TEST(RingStatus, EveryProduceStatusHasItsOwnDescription) {
+  expect_distinct_descriptions(ProduceStatus::broken, "unknown produce status");
+}
+
+TEST(RingStatus, EveryConsumeStatusHasItsOwnDescription) {
+  expect_distinct_descriptions(ConsumeStatus::not_held, "unknown consume status");
 }
 
 // The reference: produced moves old -> new one index at a time, modulo 2^64.

@@ -1,9 +1,9 @@
 // ivshmem v1: QEMU's ivshmem-doorbell / ivshmem-plain device (PCI 1af4:1110).
 //
-// Source: QEMU docs/specs/ivshmem-spec.rst and hw/misc/ivshmem.c (see
-// shared/FACTS.md). The register block is BAR0 (256 bytes), the MSI-X table
-// is BAR1 (ivshmem-doorbell only), and the shared memory is BAR2, mapped
-// whole, so its size is always a power of two.
+// Source: QEMU docs/specs/ivshmem-spec.rst and hw/misc/ivshmem.c (summary:
+// docs/ivshmem-layout.md). The register block is BAR0 (256 bytes), the MSI-X
+// table is BAR1 (ivshmem-doorbell only), and the shared memory is BAR2,
+// mapped whole, so its size is always a power of two.
 //
 // Freestanding: no exceptions, no heap, no libc.
 #pragma once

@@ -1,9 +1,10 @@
 // ivshmem 2.0: the Jailhouse device (PCI 110a:4106).
 //
 // Source: siemens/jailhouse Documentation/ivshmem-v2-specification.md and
-// hypervisor/ivshmem.c (see shared/FACTS.md). BAR0 holds the registers, BAR1
-// the MSI-X table, and BAR2/3 an optional 64-bit shared-memory BAR; without
-// BAR2 the memory's base address is in the vendor capability.
+// hypervisor/ivshmem.c (summary: docs/ivshmem-layout.md). BAR0 holds the
+// registers, BAR1 the MSI-X table, and BAR2/3 an optional 64-bit
+// shared-memory BAR; without BAR2 the memory's base address is in the vendor
+// capability.
 //
 // Freestanding: no exceptions, no heap, no libc.
 #pragma once

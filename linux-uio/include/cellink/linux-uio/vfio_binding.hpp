@@ -1,6 +1,6 @@
 // What VfioDevice (vfio_device.hpp) needs from sysfs before it touches
 // /dev/vfio: which ivshmem function to open, getting it bound to vfio-pci,
-// and its IOMMU group (docs/guests.md, "The VFIO backend").
+// and its IOMMU group (docs/guests.md, "The VfioDevice backend").
 //
 //   /sys/bus/pci/devices/<address>/driver_override   "vfio-pci" makes only
 //                                                     vfio-pci probe it

@@ -1,5 +1,5 @@
 // VfioDevice: a Linux guest as a cell, through QEMU's ivshmem-doorbell PCI
-// function bound to vfio-pci (docs/guests.md, "The VFIO backend"). With an
+// function bound to vfio-pci (docs/guests.md, "The VfioDevice backend"). With an
 // upstream kernel this is the standard way to get the device's MSI-X
 // interrupts into user space: uio_pci_generic never sees one (the device has
 // no INTx), and uio_ivshmem is our own module.
@@ -21,7 +21,7 @@
 //      offsets;
 //   4. sets Memory Space and Bus Master in the command register through the
 //      config region: MSI-X messages are bus-master writes, and without Bus
-//      Master every doorbell is silently dropped (FACTS.md);
+//      Master every doorbell is silently dropped (docs/machine-facts.md);
 //   5. copies the link descriptor the daemon wrote out once and validates it
 //      against BAR2's size (uio_geometry.hpp), as UioDevice does;
 //   6. gives every doorbell vector of the link its own eventfd with
