@@ -14,106 +14,196 @@ namespace {
 using detail::ChannelState;
 using detail::Core;
 using detail::PeerPair;
+using transports::ChannelStatus;
 
 void cpu_relax() noexcept {
   __builtin_ia32_pause();
-}
-
-// Waiting for ring space: the ring has no "space freed" interrupt, so a
-// blocked sender spins for the budget, then sleeps in growing steps up to
-// this, handling device events between naps so that a peer reset ends the wait.
-constexpr std::chrono::microseconds kMaxSpaceNap{1000};
-
-class SpaceWait {
- public:
-  SpaceWait(Core& core, std::chrono::nanoseconds timeout) : core_(core), timeout_(timeout) {}
-
-  // False when the deadline passed. The clock is first read here, so a send
-  // that never waits never reads it.
-  bool wait() {
-    const Clock::time_point now = Clock::now();
-    if (!started_) {
-      started_ = true;
-      deadline_ = detail::deadline_after(timeout_);
-      spin_until_ = now + core_.spin_budget;
-    }
-    if (now >= deadline_) return false;
-    if (now < spin_until_) {
-      for (int i = 0; i < 16; ++i) cpu_relax();
-      return true;
-    }
-    std::this_thread::sleep_for(std::min<Clock::duration>(nap_, deadline_ - now));
-    nap_ = std::min<std::chrono::microseconds>(nap_ * 2, kMaxSpaceNap);
-    const std::lock_guard lock(core_.mutex);
-    (void)core_.process_events_locked();
-    return true;
-  }
-
-  [[nodiscard]] Clock::time_point deadline() {
-    if (!started_) {
-      started_ = true;
-      deadline_ = detail::deadline_after(timeout_);
-      spin_until_ = Clock::now() + core_.spin_budget;
-    }
-    return deadline_;
-  }
-
- private:
-  Core& core_;
-  std::chrono::nanoseconds timeout_;
-  bool started_ = false;
-  Clock::time_point deadline_{};
-  Clock::time_point spin_until_{};
-  std::chrono::microseconds nap_{10};
-};
-
-// Waits for the rendezvous or a session change on `channel`'s peer: pumps
-// its ring (control records arrive there), arms it, sleeps.
-void wait_for_peer_activity(ChannelState& channel, Clock::time_point deadline) {
-  Core& core = *channel.core;
-  std::unique_lock lock(core.mutex);
-  (void)core.pump(channel.peer, nullptr, nullptr);
-  if (channel.remote_id.load(std::memory_order_acquire) != 0 || core.shut_down.load()) return;
-  if (core.link.readable(channel.peer) && !core.link.consumer(channel.peer).arm_wakeup()) return;
-  core.block(lock, deadline);
-}
-
-// Reads the peer's ring for control records (its open may be waiting
-// there), then returns the channel's remote id.
-std::uint16_t take_announcements(ChannelState& channel) {
-  Core& core = *channel.core;
-  const std::lock_guard lock(core.mutex);
-  (void)core.pump(channel.peer, nullptr, nullptr);
-  return channel.remote_id.load(std::memory_order_acquire);
-}
-
-// Caller holds the pair's tx_mutex. Writes the abort owed for a fragmented
-// message given up earlier on `channel`, if any, before anything else goes
-// to that channel. False when the ring has no room for it yet.
-bool settle_abort(Core& core, ChannelState& channel, std::uint16_t remote) {
-  if (!channel.abort_pending) return true;
-  transports::ControlMessage message;
-  if (transports::encode_control(transports::ControlType::abort, remote, channel.name.data(),
-                                 channel.name.size(), 0, message) &&
-      core.link.producer(channel.peer)
-              .write(std::as_bytes(std::span{&message, 1}), transports::kControlChannel) !=
-          transports::ProduceStatus::ok) {
-    return false;
-  }
-  channel.abort_pending = false;
-  return true;
 }
 
 std::error_code timeout_error(std::chrono::nanoseconds timeout, MessageErrc if_no_wait) {
   return timeout == kNoWait ? make_error_code(if_no_wait) : make_error_code(MessageErrc::timed_out);
 }
 
+// Waits for the rendezvous or a session change on `channel`'s peer: pumps
+// its ring (control records arrive there), arms it, sleeps.
+void wait_for_peer_activity(ChannelState& channel, Clock::time_point deadline) {
+  Core& core = *channel.core;
+  std::unique_lock lock(core.mutex);
+  (void)core.pump(channel.peer);
+  if (core.protocol.channel(channel.peer, channel.local_id)
+              .remote_id.load(std::memory_order_acquire) != 0 ||
+      core.shut_down.load()) {
+    return;
+  }
+  auto& link = core.protocol.link();
+  if (link.readable(channel.peer) && !link.consumer(channel.peer).arm_wakeup()) return;
+  core.block(lock, deadline);
+}
+
 // Reports a ring that broke while we wrote to it. Caller holds no lock.
 void report_broken_tx(Core& core, std::uint32_t peer) {
   const std::lock_guard lock(core.mutex);
   const std::lock_guard tx(core.pairs[peer].tx_mutex);
-  core.link.report_ring_broken(
-      peer, [&](const transports::LinkEvent& event) { core.on_link_event(event); });
+  detail::RxSink sink{core};
+  core.protocol.report_broken(peer, sink);
+}
+
+// One send, loan or fragment's wait for room: spins for the budget, then
+// asks the receiver for a space-freed doorbell and sleeps until it (or any
+// other event) comes. The clock is first read here, so a send that never
+// waits never reads it.
+class RoomWait {
+ public:
+  RoomWait(Core& core, std::chrono::nanoseconds timeout) : core_(core), timeout_(timeout) {}
+
+  [[nodiscard]] Clock::time_point deadline() {
+    start();
+    return deadline_;
+  }
+
+  // False when the deadline passed.
+  bool wait(ChannelState& channel, std::uint32_t size) {
+    start();
+    const Clock::time_point now = Clock::now();
+    if (now >= deadline_) return false;
+    if (now < spin_until_) {
+      for (int i = 0; i < 16; ++i) cpu_relax();
+      return true;
+    }
+    {
+      const std::lock_guard tx(core_.pairs[channel.peer].tx_mutex);
+      if (core_.protocol.want_space(channel.peer, channel.local_id, size)) return true;
+    }
+    std::unique_lock lock(core_.mutex);
+    (void)core_.pump(channel.peer);  // our own receiving may be what frees the peer
+    core_.block(lock, deadline_);
+    return true;
+  }
+
+ private:
+  void start() {
+    if (started_) return;
+    started_ = true;
+    deadline_ = detail::deadline_after(timeout_);
+    spin_until_ = Clock::now() + core_.spin_budget;
+  }
+
+  Core& core_;
+  std::chrono::nanoseconds timeout_;
+  bool started_ = false;
+  Clock::time_point deadline_{};
+  Clock::time_point spin_until_{};
+};
+
+// What a record carries when acquire_record() writes and seals it at once
+// (a send or a fragment); a loan leaves `bytes` empty and keeps its ticket.
+struct Fill {
+  std::span<const std::byte> bytes;
+  bool more = false;  // a fragment that the next record continues
+  bool now = false;   // copy and seal under the same lock hold
+};
+
+// What acquire_record() hands back: a ticket in the ring, or why not.
+struct Acquired {
+  Acquired() = default;
+  explicit Acquired(std::error_code failure) : error(failure) {}
+  std::error_code error;
+  Protocol::Ticket ticket;
+  std::uint64_t resets = 0;
+  bool behind_fragments = false;  // another thread's fragmented message is half out
+};
+
+// The one send preflight, for send(), each fragment and loan(): waits (as
+// the timeout says) until local channel `channel` has a `size`-byte record
+// reserved toward its peer, checking shutdown, close, reset, rendezvous,
+// the receiver's maximum (`message_size`), credit and ring room.
+// `continuing`: a fragment of a message already half out (its checks were
+// made). A single record (`whole`) yields to another thread's fragmented
+// message instead of waiting inside it. With `fill.now`, the bytes are
+// copied and sealed in the same hold of the pair's lock, so a thread that
+// is preempted never holds back the other threads' records.
+Acquired acquire_record(ChannelState& channel, std::size_t message_size, std::uint32_t size,
+                        RoomWait& room, std::chrono::nanoseconds timeout, bool continuing,
+                        bool whole, const Fill& fill = {}) {
+  Core& core = *channel.core;
+  PeerPair& pair = core.pairs[channel.peer];
+  for (;;) {
+    if (core.shut_down.load(std::memory_order_relaxed) ||
+        channel.closed.load(std::memory_order_relaxed)) {
+      return Acquired(make_error_code(MessageErrc::shut_down));
+    }
+    std::uint16_t remote = 0;
+    ChannelStatus status =
+        core.protocol.preflight(channel.peer, channel.local_id, message_size, remote);
+    if (status == ChannelStatus::not_connected) {
+      {
+        const std::lock_guard lock(core.mutex);
+        (void)core.pump(channel.peer);  // the peer's open may be waiting in the ring
+      }
+      status = core.protocol.preflight(channel.peer, channel.local_id, message_size, remote);
+    }
+    switch (status) {
+      case ChannelStatus::ok: break;
+      case ChannelStatus::peer_reset: return Acquired(make_error_code(MessageErrc::peer_reset));
+      case ChannelStatus::channel_closed: return Acquired(make_error_code(MessageErrc::channel_closed));
+      case ChannelStatus::message_too_large:
+        return Acquired(make_error_code(MessageErrc::message_too_large));
+      default:  // not_connected
+        if (timeout == kNoWait || Clock::now() >= room.deadline()) {
+          return Acquired(timeout_error(timeout, MessageErrc::not_connected));
+        }
+        wait_for_peer_activity(channel, room.deadline());
+        continue;
+    }
+    if (size > core.protocol.max_chunk(channel.peer, channel.local_id)) {
+      return Acquired(make_error_code(MessageErrc::loan_too_large));
+    }
+    Acquired acquired;
+    acquired.resets = core.protocol.resets(channel.peer);
+    {
+      const std::lock_guard tx(pair.tx_mutex);
+      const transports::LocalChannel& state =
+          core.protocol.channel(channel.peer, channel.local_id);
+      if (whole && state.fragmenting) {
+        acquired.behind_fragments = true;
+        return acquired;
+      }
+      // A fragmented message never queues behind a loan: its later
+      // fragments could not be published until the loan is.
+      if (!whole && core.protocol.loan_in_flight(channel.peer)) {
+        status = ChannelStatus::loan_in_progress;
+      } else {
+        status = core.protocol.reserve(channel.peer, channel.local_id, remote, size,
+                                       acquired.resets, acquired.ticket);
+        if (status == ChannelStatus::ok && fill.now) {
+          std::copy_n(fill.bytes.data(), fill.bytes.size(), acquired.ticket.payload.data());
+          status = core.protocol.seal(channel.peer, acquired.ticket, size, fill.more,
+                                      acquired.resets);
+          if (status == ChannelStatus::retry) status = ChannelStatus::peer_reset;
+          if (status == ChannelStatus::peer_reset) {
+            return Acquired(make_error_code(MessageErrc::peer_reset));
+          }
+        }
+      }
+    }
+    switch (status) {
+      case ChannelStatus::ok: return acquired;
+      case ChannelStatus::retry: continue;  // a reset, reported next time round
+      case ChannelStatus::ring_broken:
+        report_broken_tx(core, channel.peer);
+        if (core.protocol.broken(channel.peer)) return Acquired(make_error_code(MessageErrc::link_broken));
+        continue;  // the peer restarted under us: reported as peer_reset
+      case ChannelStatus::credit_fault: return Acquired(make_error_code(MessageErrc::link_broken));
+      default: break;  // would_block, loan_in_progress
+    }
+    (void)continuing;
+    if (timeout == kNoWait) {
+      return Acquired(make_error_code(status == ChannelStatus::loan_in_progress
+                                  ? MessageErrc::loan_in_progress
+                                  : MessageErrc::would_block));
+    }
+    if (!room.wait(channel, size)) return Acquired(make_error_code(MessageErrc::timed_out));
+  }
 }
 
 // The fast path: one record, no channel lock, no clock read unless it waits.
@@ -122,169 +212,40 @@ void report_broken_tx(Core& core, std::uint32_t peer) {
 std::optional<std::error_code> send_record(ChannelState& channel,
                                            std::span<const std::byte> message,
                                            std::chrono::nanoseconds timeout) {
-  Core& core = *channel.core;
-  PeerPair& pair = core.pairs[channel.peer];
-  std::optional<SpaceWait> space;
-  for (;;) {
-    if (core.shut_down.load(std::memory_order_relaxed) ||
-        channel.closed.load(std::memory_order_relaxed)) {
-      return make_error_code(MessageErrc::shut_down);
-    }
-    const std::uint64_t resets = pair.resets.load(std::memory_order_acquire);
-    if (resets != channel.send_resets_seen.load(std::memory_order_relaxed)) {
-      channel.send_resets_seen.store(resets, std::memory_order_relaxed);
-      return make_error_code(MessageErrc::peer_reset);
-    }
-    std::uint16_t remote = channel.remote_id.load(std::memory_order_acquire);
-    if (remote == 0) remote = take_announcements(channel);
-    if (remote == 0) {
-      if (channel.remote_closed.load()) return make_error_code(MessageErrc::channel_closed);
-      if (!space) space.emplace(core, timeout);
-      if (timeout == kNoWait || Clock::now() >= space->deadline()) {
-        return timeout_error(timeout, MessageErrc::not_connected);
-      }
-      wait_for_peer_activity(channel, space->deadline());
-      continue;
-    }
-    if (message.size() > channel.remote_max.load(std::memory_order_relaxed)) {
-      return make_error_code(MessageErrc::message_too_large);
-    }
-    transports::ProduceStatus status = transports::ProduceStatus::full;
-    bool loan_busy = false;
-    {
-      const std::lock_guard tx(pair.tx_mutex);
-      if (channel.fragmenting) return std::nullopt;
-      if (!pair.running.load(std::memory_order_acquire) ||
-          pair.resets.load(std::memory_order_acquire) != resets) {
-        continue;
-      }
-      loan_busy = pair.loan_active;
-      if (!loan_busy) {
-        if (!pair.control_queue.empty()) core.flush_control(channel.peer);
-        transports::RingProducer& producer = core.link.producer(channel.peer);
-        transports::RingProducer::Reservation reservation;
-        if (settle_abort(core, channel, remote)) {
-          status =
-              producer.reserve(static_cast<std::uint32_t>(message.size()), remote, reservation);
-        }
-        if (status == transports::ProduceStatus::ok) {
-          std::copy_n(message.data(), message.size(), reservation.payload.data());
-          (void)producer.commit(reservation, static_cast<std::uint32_t>(message.size()));
-          ++pair.sent_in_session;
-          (void)producer.publish(core.device, channel.peer, core.link.data_vector());
-          return std::error_code{};
-        }
-      }
-    }
-    if (status == transports::ProduceStatus::broken) {
-      report_broken_tx(core, channel.peer);
-      continue;  // a reset (reported above next time round) or a broken pair
-    }
-    if (core.pairs[channel.peer].broken) return make_error_code(MessageErrc::link_broken);
-    if (timeout == kNoWait) {
-      return make_error_code(loan_busy ? MessageErrc::loan_in_progress : MessageErrc::would_block);
-    }
-    if (!space) space.emplace(core, timeout);
-    if (!space->wait()) return make_error_code(MessageErrc::timed_out);
-  }
-}
-
-void give_up(PeerPair& pair, ChannelState& channel) {
-  const std::lock_guard tx(pair.tx_mutex);
-  channel.abort_pending = true;
+  RoomWait room(*channel.core, timeout);
+  const auto size = static_cast<std::uint32_t>(message.size());
+  const Acquired acquired = acquire_record(channel, message.size(), size, room, timeout, false,
+                                           true, Fill{message, false, true});
+  if (acquired.behind_fragments) return std::nullopt;
+  return acquired.error;
 }
 
 std::error_code send_fragments(ChannelState& channel, std::span<const std::byte> message,
                                std::chrono::nanoseconds timeout) {
   Core& core = *channel.core;
-  PeerPair& pair = core.pairs[channel.peer];
-  SpaceWait space(core, timeout);
+  RoomWait room(core, timeout);
   std::size_t offset = 0;
-  bool started = false;  // a fragment is in the ring: the message must be finished
-  // Clears `fragmenting` on every way out.
-  struct Fragmenting {
-    PeerPair& pair;
-    ChannelState& channel;
-    ~Fragmenting() {
-      const std::lock_guard tx(pair.tx_mutex);
-      channel.fragmenting = false;
-    }
-  } fragmenting{pair, channel};
-  for (;;) {
-    if (core.shut_down.load() || channel.closed.load()) return MessageErrc::shut_down;
-    const std::uint64_t resets = pair.resets.load(std::memory_order_acquire);
-    if (resets != channel.send_resets_seen.load(std::memory_order_relaxed)) {
-      channel.send_resets_seen.store(resets, std::memory_order_relaxed);
-      return MessageErrc::peer_reset;
-    }
-    std::uint16_t remote = channel.remote_id.load(std::memory_order_acquire);
-    if (remote == 0) remote = take_announcements(channel);
-    if (remote == 0) {
-      if (channel.remote_closed.load()) return MessageErrc::channel_closed;
-      if (timeout == kNoWait || Clock::now() >= space.deadline()) {
-        return timeout_error(timeout, MessageErrc::not_connected);
+  while (offset < message.size() || message.empty()) {
+    const std::size_t chunk_limit = core.protocol.max_chunk(channel.peer, channel.local_id);
+    const std::size_t chunk =
+        std::min(message.size() - offset, chunk_limit == 0 ? core.max_record : chunk_limit);
+    const bool more = offset + chunk < message.size();
+    const Acquired acquired =
+        acquire_record(channel, message.size(), static_cast<std::uint32_t>(chunk), room,
+                       timeout, offset != 0, false, Fill{message.subspan(offset, chunk), more, true});
+    if (acquired.error) {
+      // Giving up with fragments already out owes the receiver an abort, so
+      // it never joins the next message onto this one.
+      if (offset != 0) {
+        const std::lock_guard tx(core.pairs[channel.peer].tx_mutex);
+        core.protocol.give_up(channel.peer, channel.local_id);
       }
-      wait_for_peer_activity(channel, space.deadline());
-      continue;
+      return acquired.error;
     }
-    if (message.size() > channel.remote_max.load(std::memory_order_relaxed)) {
-      return MessageErrc::message_too_large;
-    }
-    bool broken = false;
-    bool loan_busy = false;
-    {
-      const std::lock_guard tx(pair.tx_mutex);
-      if (!pair.running.load(std::memory_order_acquire) ||
-          pair.resets.load(std::memory_order_acquire) != resets) {
-        continue;
-      }
-      loan_busy = pair.loan_active;
-      if (!loan_busy) {
-        if (!pair.control_queue.empty()) core.flush_control(channel.peer);
-        transports::RingProducer& producer = core.link.producer(channel.peer);
-        for (bool settled = started || settle_abort(core, channel, remote); settled;) {
-          const std::size_t chunk = std::min(message.size() - offset, core.max_record);
-          const bool more = offset + chunk < message.size();
-          transports::RingProducer::Reservation reservation;
-          const transports::ProduceStatus status =
-              producer.reserve(static_cast<std::uint32_t>(chunk), remote, reservation);
-          if (status == transports::ProduceStatus::ok) {
-            std::copy_n(message.data() + offset, chunk, reservation.payload.data());
-            (void)producer.commit(reservation, static_cast<std::uint32_t>(chunk),
-                                  more ? transports::kRecordMoreFragments : std::uint16_t{0});
-            offset += chunk;
-            started = true;
-            channel.fragmenting = more;
-            if (more) continue;
-            ++pair.sent_in_session;
-            (void)producer.publish(core.device, channel.peer, core.link.data_vector());
-            return {};
-          }
-          // Full: let the receiver start on what is there, then wait.
-          if (status == transports::ProduceStatus::full) {
-            (void)producer.publish(core.device, channel.peer, core.link.data_vector());
-          }
-          broken = status == transports::ProduceStatus::broken;
-          break;
-        }
-      }
-    }
-    if (broken) {
-      report_broken_tx(core, channel.peer);
-      if (pair.broken) return MessageErrc::link_broken;
-      continue;  // the peer restarted under us: reported as peer_reset above
-    }
-    // Giving up with fragments already out owes the receiver an abort, so it
-    // never joins the next message onto this one (settle_abort()).
-    if (timeout == kNoWait) {
-      if (started) give_up(pair, channel);
-      return loan_busy ? MessageErrc::loan_in_progress : MessageErrc::would_block;
-    }
-    if (!space.wait()) {
-      if (started) give_up(pair, channel);
-      return MessageErrc::timed_out;
-    }
+    offset += chunk;
+    if (message.empty()) break;
   }
+  return {};
 }
 
 enum class SpinStatus : std::uint8_t { changed, budget_spent, timed_out, poll_due };
@@ -308,19 +269,20 @@ SpinStatus spin_for_change(ChannelState& channel, std::uint64_t resets,
                            Clock::time_point spin_until, Clock::time_point deadline,
                            Clock::time_point poll_at) {
   Core& core = *channel.core;
-  PeerPair& pair = core.pairs[channel.peer];
-  const bool watchable = pair.full_channels == 0 && core.link.readable(channel.peer);
-  const bool close_unreported = !channel.close_reported;
+  auto& link = core.protocol.link();
+  const transports::LocalChannel& state = core.protocol.channel(channel.peer, channel.local_id);
+  const bool close_unreported = !state.close_reported;
   const transports::RingConsumer<kMaxHeldRecords>::Watch watch =
-      watchable ? core.link.consumer(channel.peer).watch()
-                : transports::RingConsumer<kMaxHeldRecords>::Watch{};
+      link.readable(channel.peer) ? link.consumer(channel.peer).watch()
+                                  : transports::RingConsumer<kMaxHeldRecords>::Watch{};
   lock.unlock();
   SpinStatus status = SpinStatus::changed;
   for (unsigned round = 1;; ++round) {
-    if (watch.changed() || pair.resets.load(std::memory_order_relaxed) != resets ||
+    // Relaxed: hints only; receive() re-checks each of them under the lock.
+    if (watch.changed() || core.protocol.resets(channel.peer) != resets ||
         core.shut_down.load(std::memory_order_relaxed) ||
         channel.closed.load(std::memory_order_relaxed) ||
-        (close_unreported && channel.remote_closed.load(std::memory_order_relaxed))) {
+        (close_unreported && state.remote_closed.load(std::memory_order_relaxed))) {
       break;
     }
     if (round % 64 == 0 || watch.produced == nullptr) {
@@ -398,27 +360,24 @@ std::error_code ChannelState::commit(Loan& loan, std::size_t used) {
   loan.data_ = {};
   ChannelState& channel = *state->channel;
   Core& core = *channel.core;
-  PeerPair& pair = core.pairs[channel.peer];
-  bool broken = false;
+  ChannelStatus status = ChannelStatus::ok;
   {
-    const std::lock_guard tx(pair.tx_mutex);
-    pair.loan_active = false;
-    if (pair.resets.load(std::memory_order_acquire) != state->resets_at_loan ||
-        !pair.running.load(std::memory_order_acquire)) {
-      return make_error_code(MessageErrc::peer_reset);
-    }
-    transports::RingProducer& producer = core.link.producer(channel.peer);
-    if (producer.commit(state->reservation, static_cast<std::uint32_t>(used)) !=
-        transports::ProduceStatus::ok) {
-      broken = producer.broken();
-    } else {
-      ++pair.sent_in_session;
-      (void)producer.publish(core.device, channel.peer, core.link.data_vector());
-      return {};
-    }
+    const std::lock_guard tx(core.pairs[channel.peer].tx_mutex);
+    status = core.protocol.seal(channel.peer, state->ticket, static_cast<std::uint32_t>(used),
+                                false, state->resets_at_loan);
   }
-  if (broken) report_broken_tx(core, channel.peer);
-  return make_error_code(MessageErrc::link_broken);
+  // Sends queued behind the loan were published with it; a fragmented
+  // send waiting for the loan may go on.
+  if (core.options.threading == Threading::multi) {
+    const std::lock_guard lock(core.mutex);
+    if (core.sleepers != 0) core.wake_sleepers();
+  }
+  if (status == ChannelStatus::ok) return {};
+  if (status == ChannelStatus::ring_broken) {
+    report_broken_tx(core, channel.peer);
+    return make_error_code(MessageErrc::link_broken);
+  }
+  return make_error_code(MessageErrc::peer_reset);
 }
 
 void ChannelState::abandon(Loan& loan) noexcept {
@@ -428,13 +387,8 @@ void ChannelState::abandon(Loan& loan) noexcept {
   loan.data_ = {};
   ChannelState& channel = *state->channel;
   Core& core = *channel.core;
-  PeerPair& pair = core.pairs[channel.peer];
-  const std::lock_guard tx(pair.tx_mutex);
-  pair.loan_active = false;
-  if (pair.resets.load(std::memory_order_acquire) == state->resets_at_loan &&
-      pair.running.load(std::memory_order_acquire)) {
-    (void)core.link.producer(channel.peer).abandon(state->reservation);
-  }
+  const std::lock_guard tx(core.pairs[channel.peer].tx_mutex);
+  core.protocol.abandon(channel.peer, state->ticket, state->resets_at_loan);
 }
 
 // ---- Channel -----------------------------------------------------------------
@@ -459,8 +413,19 @@ std::uint32_t Channel::peer() const noexcept {
 }
 
 bool Channel::connected() const noexcept {
-  return state_ && state_->remote_id.load(std::memory_order_acquire) != 0 &&
-         state_->core->pairs[state_->peer].running.load(std::memory_order_acquire);
+  if (!state_) return false;
+  Protocol& protocol = state_->core->protocol;
+  return protocol.channel(state_->peer, state_->local_id)
+                 .remote_id.load(std::memory_order_acquire) != 0 &&
+         protocol.running(state_->peer);
+}
+
+Channel::ResetReport Channel::last_reset() const {
+  if (!state_) return {};
+  Core& core = *state_->core;
+  const std::lock_guard lock(core.mutex);
+  const transports::ChannelReset& reset = core.protocol.channel_reset(state_->peer, state_->local_id);
+  return {reset.resets, reset.sent, reset.delivered_known, reset.delivered};
 }
 
 std::error_code Channel::wait_connected(std::chrono::nanoseconds timeout) {
@@ -482,9 +447,11 @@ std::error_code Channel::send(std::span<const std::byte> message,
   // One record needs no channel lock: it is written whole under tx_mutex.
   // A fragmented message holds the channel's send_mutex throughout, and marks
   // the channel `fragmenting` so single records wait for it (send_fragments).
-  if (message.size() <= core.max_record) {
+  const std::size_t chunk = core.protocol.max_chunk(channel.peer, channel.local_id);
+  if (message.size() <= (chunk == 0 ? core.max_record : chunk)) {
     const std::optional<std::error_code> sent = send_record(channel, message, timeout);
-    if (sent) return *sent;
+    // loan_too_large: the receiver's window is smaller than one record.
+    if (sent && *sent != make_error_code(MessageErrc::loan_too_large)) return *sent;
   }
   const std::lock_guard send_lock(channel.send_mutex);
   return send_fragments(channel, message, timeout);
@@ -494,79 +461,30 @@ Loan Channel::loan(std::size_t size, std::chrono::nanoseconds timeout) {
   if (!state_) return ChannelState::make_loan_error(MessageErrc::shut_down);
   ChannelState& channel = *state_;
   Core& core = *channel.core;
-  PeerPair& pair = core.pairs[channel.peer];
   if (size > core.max_record) {
     return ChannelState::make_loan_error(MessageErrc::loan_too_large);
   }
+  // Only one thread's record goes into this channel at a time: a loan waits
+  // for a fragmented message on the same channel to finish.
   const std::lock_guard send_lock(channel.send_mutex);
-  SpaceWait space(core, timeout);
-  for (;;) {
-    if (core.shut_down.load() || channel.closed.load()) {
-      return ChannelState::make_loan_error(MessageErrc::shut_down);
-    }
-    const std::uint64_t resets = pair.resets.load(std::memory_order_acquire);
-    if (resets != channel.send_resets_seen.load(std::memory_order_relaxed)) {
-      channel.send_resets_seen.store(resets, std::memory_order_relaxed);
-      return ChannelState::make_loan_error(MessageErrc::peer_reset);
-    }
-    std::uint16_t remote = channel.remote_id.load(std::memory_order_acquire);
-    if (remote == 0) remote = take_announcements(channel);
-    if (remote == 0) {
-      if (channel.remote_closed.load()) {
-        return ChannelState::make_loan_error(MessageErrc::channel_closed);
-      }
-      if (timeout == kNoWait || Clock::now() >= space.deadline()) {
-        return ChannelState::make_loan_error(timeout_error(timeout, MessageErrc::not_connected));
-      }
-      wait_for_peer_activity(channel, space.deadline());
-      continue;
-    }
-    if (size > channel.remote_max.load(std::memory_order_relaxed)) {
-      return ChannelState::make_loan_error(MessageErrc::message_too_large);
-    }
-    bool broken = false;
-    bool loan_busy = false;
-    {
-      const std::lock_guard tx(pair.tx_mutex);
-      if (!pair.running.load(std::memory_order_acquire) ||
-          pair.resets.load(std::memory_order_acquire) != resets) {
-        continue;
-      }
-      loan_busy = pair.loan_active;
-      if (!loan_busy) {
-        core.flush_control(channel.peer);
-        auto state = std::make_shared<detail::LoanState>();
-        const transports::ProduceStatus status =
-            settle_abort(core, channel, remote)
-                ? core.link.producer(channel.peer)
-                      .reserve(static_cast<std::uint32_t>(size), remote, state->reservation)
-                : transports::ProduceStatus::full;
-        if (status == transports::ProduceStatus::ok) {
-          pair.loan_active = true;
-          state->channel = state_;
-          state->resets_at_loan = resets;
-          return ChannelState::make_loan(state, state->reservation.payload);
-        }
-        broken = status == transports::ProduceStatus::broken;
-      }
-    }
-    if (broken) {
-      report_broken_tx(core, channel.peer);
-      return ChannelState::make_loan_error(MessageErrc::link_broken);
-    }
-    if (timeout == kNoWait) {
-      return ChannelState::make_loan_error(loan_busy ? MessageErrc::loan_in_progress
-                                                     : MessageErrc::would_block);
-    }
-    if (!space.wait()) return ChannelState::make_loan_error(MessageErrc::timed_out);
-  }
+  RoomWait room(core, timeout);
+  const Acquired acquired = acquire_record(channel, size, static_cast<std::uint32_t>(size), room,
+                                           timeout, false, true);
+  if (acquired.error) return ChannelState::make_loan_error(acquired.error);
+  auto state = std::make_shared<detail::LoanState>();
+  state->channel = state_;
+  state->ticket = acquired.ticket;
+  state->resets_at_loan = acquired.resets;
+  return ChannelState::make_loan(state, acquired.ticket.payload);
 }
 
 Message Channel::receive(std::chrono::nanoseconds timeout) {
   if (!state_) return ChannelState::make_error(MessageErrc::shut_down);
   ChannelState& channel = *state_;
   Core& core = *channel.core;
-  PeerPair& pair = core.pairs[channel.peer];
+  Protocol& protocol = core.protocol;
+  auto& link = protocol.link();
+  transports::LocalChannel& state = protocol.channel(channel.peer, channel.local_id);
   // The clock is read only once nothing is there.
   Clock::time_point deadline{};
   Clock::time_point spin_until{};
@@ -577,8 +495,18 @@ Message Channel::receive(std::chrono::nanoseconds timeout) {
     if (core.shut_down.load() || channel.closed.load()) {
       return ChannelState::make_error(MessageErrc::shut_down);
     }
-    if (transports::Record record; core.take_next(channel, record)) {
-      return ChannelState::make_message(channel, record, core.link.peer_epoch(channel.peer));
+    if (channel.queue.empty()) {
+      detail::RxSink sink{core, &channel, nullptr};
+      transports::Record record;
+      std::uint32_t credit = 0;
+      if (protocol.take_next(channel.peer, channel.local_id, record, credit, sink)) {
+        detail::Inbound inbound;
+        inbound.sequence = record.sequence;
+        inbound.payload = record.payload;
+        inbound.peer_epoch = link.peer_epoch(channel.peer);
+        inbound.credit = credit;
+        return ChannelState::make_message(channel, std::move(inbound));
+      }
     }
     if (!channel.queue.empty()) {
       return ChannelState::make_message(channel, core.pop_inbound(channel));
@@ -588,14 +516,14 @@ Message Channel::receive(std::chrono::nanoseconds timeout) {
       return ChannelState::make_message(channel, std::move(direct));
     }
     if (!channel.queue.empty()) continue;
-    const std::uint64_t resets = pair.resets.load(std::memory_order_acquire);
-    if (resets != channel.receive_resets_seen) {
-      channel.receive_resets_seen = resets;
+    const std::uint64_t resets = protocol.resets(channel.peer);
+    if (resets != state.receive_resets_seen) {
+      state.receive_resets_seen = resets;
       return ChannelState::make_error(MessageErrc::peer_reset);
     }
-    if (pair.broken) return ChannelState::make_error(MessageErrc::link_broken);
-    if (channel.remote_closed.load(std::memory_order_acquire) && !channel.close_reported) {
-      channel.close_reported = true;  // once per close, like peer_reset
+    if (protocol.broken(channel.peer)) return ChannelState::make_error(MessageErrc::link_broken);
+    if (state.remote_closed.load(std::memory_order_acquire) && !state.close_reported) {
+      state.close_reported = true;  // once per close, like peer_reset
       return ChannelState::make_error(MessageErrc::channel_closed);
     }
     if (timeout == kNoWait) return ChannelState::make_error(MessageErrc::would_block);
@@ -623,13 +551,8 @@ Message Channel::receive(std::chrono::nanoseconds timeout) {
     }
     if (Clock::now() >= deadline) return ChannelState::make_error(MessageErrc::timed_out);
     // Sleep: ask the peer for a doorbell first, then re-check (arm_wakeup
-    // returns false when a record slipped in meanwhile). Under back-pressure
-    // the ring holds records nobody may read yet: sleep until a receiver of
-    // the full channel makes room (pop_inbound() wakes us).
-    if (pair.full_channels == 0 && core.link.readable(channel.peer) &&
-        !core.link.consumer(channel.peer).arm_wakeup()) {
-      continue;
-    }
+    // returns false when a record slipped in meanwhile).
+    if (link.readable(channel.peer) && !link.consumer(channel.peer).arm_wakeup()) continue;
     core.block(lock, deadline);
   }
 }
@@ -638,19 +561,19 @@ bool Channel::prepare_wait() {
   if (!state_) return false;
   ChannelState& channel = *state_;
   Core& core = *channel.core;
+  Protocol& protocol = core.protocol;
+  const transports::LocalChannel& state = protocol.channel(channel.peer, channel.local_id);
   const std::lock_guard lock(core.mutex);
   if (core.shut_down.load() || channel.closed.load() || !channel.queue.empty()) return false;
-  (void)core.pump(channel.peer, nullptr, nullptr);
+  (void)core.pump(channel.peer);
   if (!channel.queue.empty()) return false;
-  if (core.pairs[channel.peer].resets.load() != channel.receive_resets_seen) return false;
-  if (core.pairs[channel.peer].broken ||
-      (channel.remote_closed.load() && !channel.close_reported)) {
+  if (protocol.resets(channel.peer) != state.receive_resets_seen) return false;
+  if (protocol.broken(channel.peer) ||
+      (state.remote_closed.load() && !state.close_reported)) {
     return false;
   }
-  if (core.pairs[channel.peer].full_channels == 0 && core.link.readable(channel.peer) &&
-      !core.link.consumer(channel.peer).arm_wakeup()) {
-    return false;
-  }
+  auto& link = protocol.link();
+  if (link.readable(channel.peer) && !link.consumer(channel.peer).arm_wakeup()) return false;
   return true;
 }
 
@@ -663,18 +586,18 @@ void Channel::close() {
     const std::lock_guard lock(core.mutex);
     core.drop_queue(channel);
     if (core.channels[channel.peer][channel.local_id] == state_) {
+      {
+        const std::lock_guard tx(core.pairs[channel.peer].tx_mutex);
+        if (core.shut_down.load()) {
+          core.protocol.channel(channel.peer, channel.local_id).open = false;
+        } else {
+          core.protocol.close(channel.peer, channel.local_id);
+        }
+      }
       core.channels[channel.peer][channel.local_id] = nullptr;
     }
     // Held Messages point at the state: it lives until they are released.
     if (channel.held_messages != 0) core.retired.push_back(state_);
-    if (!core.shut_down.load()) {
-      PeerPair& pair = core.pairs[channel.peer];
-      const std::lock_guard tx(pair.tx_mutex);
-      if (pair.running.load()) {
-        core.enqueue_control(channel.peer, transports::ControlType::close, channel);
-        core.flush_control(channel.peer);
-      }
-    }
     core.wake_sleepers();
   }
 }

@@ -25,6 +25,7 @@ Message::Message(Message&& other) noexcept
       payload_(other.payload_),
       record_sequence_(other.record_sequence_),
       peer_epoch_(other.peer_epoch_),
+      credit_(other.credit_),
       copy_(std::move(other.copy_)) {
   if (record_sequence_ == kNoRecord && !copy_.empty()) payload_ = copy_;
   other.owner_ = nullptr;
@@ -40,6 +41,7 @@ Message& Message::operator=(Message&& other) noexcept {
     payload_ = other.payload_;
     record_sequence_ = other.record_sequence_;
     peer_epoch_ = other.peer_epoch_;
+    credit_ = other.credit_;
     copy_ = std::move(other.copy_);
     if (record_sequence_ == kNoRecord && !copy_.empty()) payload_ = copy_;
     other.owner_ = nullptr;
@@ -70,23 +72,13 @@ Message ChannelState::make_message(ChannelState& owner, detail::Inbound&& inboun
   ++owner.held_messages;
   message.peer_epoch_ = inbound.peer_epoch;
   message.record_sequence_ = inbound.sequence;
+  message.credit_ = inbound.credit;
   if (inbound.sequence != kNoRecord) {
     message.payload_ = inbound.payload;
   } else {
     message.copy_ = std::move(inbound.copy);
     message.payload_ = message.copy_;
   }
-  return message;
-}
-
-Message ChannelState::make_message(ChannelState& owner, const transports::Record& record,
-                                   std::uint32_t peer_epoch) {
-  Message message;
-  message.owner_ = &owner;
-  ++owner.held_messages;
-  message.peer_epoch_ = peer_epoch;
-  message.record_sequence_ = record.sequence;
-  message.payload_ = record.payload;
   return message;
 }
 
@@ -98,7 +90,8 @@ void ChannelState::release(Message& message) noexcept {
   std::shared_ptr<ChannelState> last;  // destroyed after the unlock, if the channel is closed
   {
     const std::lock_guard lock(core.mutex);
-    core.release_record(owner.peer, message.record_sequence_, message.peer_epoch_, true);
+    core.protocol.release_message(owner.peer, message.peer_epoch_, owner.local_id,
+                                  message.record_sequence_, message.credit_, true);
     if (core.sleepers != 0) core.wake_sleepers();
     if (--owner.held_messages == 0 && owner.closed.load(std::memory_order_relaxed)) {
       const auto parked = std::find_if(

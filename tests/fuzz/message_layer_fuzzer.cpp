@@ -134,7 +134,7 @@ void run(Script& script) {
   SessionOptions options;
   options.max_message_size = kMaxMessage;
   options.spin_budget = std::chrono::nanoseconds{0};
-  options.max_queued_per_channel = 8;
+  options.credit_window = 512;  // small: the hostile peer reaches it, and past it
   options.drain_timeout = std::chrono::milliseconds{0};
   Session victim(loopback.device(kVictim), options);
   Channel channels[2] = {victim.open("a", kHostile), victim.open("b", kHostile)};
@@ -161,7 +161,7 @@ void run(Script& script) {
             (script.u8() & 1) != 0 ? transports::ControlType::close : transports::ControlType::open;
         const std::uint16_t id = script.u8();
         if (!transports::encode_control(type, id == 0 ? 1 : id, name, __builtin_strlen(name),
-                                        script.u16(), message)) {
+                                        script.u16(), 64 + script.u16(), message)) {
           break;
         }
         auto bytes = std::as_writable_bytes(std::span{&message, 1});

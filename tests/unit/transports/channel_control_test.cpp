@@ -26,7 +26,7 @@ ControlMessage encoded_open(std::uint16_t channel = 7, const std::string& name =
                             std::uint32_t max_message_size = 4096) {
   ControlMessage message{};
   EXPECT_TRUE(encode_control(ControlType::open, channel, name.data(), name.size(), max_message_size,
-                             message));
+                             4096, message));
   return message;
 }
 
@@ -53,7 +53,7 @@ TEST(ChannelControl, OpenRoundTripsEveryField) {
 
 TEST(ChannelControl, CloseRoundTripsWithAZeroMessageSize) {
   ControlMessage message{};
-  ASSERT_TRUE(encode_control(ControlType::close, 255, "x", 1, 99999, message));
+  ASSERT_TRUE(encode_control(ControlType::close, 255, "x", 1, 99999, 4096, message));
   ControlMessage decoded{};
   ASSERT_EQ(decode(message, decoded), ControlError::none);
   EXPECT_EQ(decoded.type, static_cast<std::uint16_t>(ControlType::close));
@@ -81,7 +81,12 @@ TEST(ChannelControl, EncodedBytesFollowTheSpecLayout) {
   EXPECT_EQ(at(4), 0x06U);  // max_message_size
   EXPECT_EQ(at(7), 0x03U);
   EXPECT_EQ(at(8), 2U);  // name_length
-  for (std::size_t offset = 10; offset < 16; ++offset) EXPECT_EQ(at(offset), 0U) << offset;
+  EXPECT_EQ(at(10), 0U);  // reserved
+  EXPECT_EQ(at(11), 0U);
+  EXPECT_EQ(at(12), 0x00U);  // credit_window 4096, little-endian u32
+  EXPECT_EQ(at(13), 0x10U);
+  EXPECT_EQ(at(14), 0x00U);
+  EXPECT_EQ(at(15), 0x00U);
   EXPECT_EQ(at(16), unsigned{'a'});
   EXPECT_EQ(at(17), unsigned{'b'});
   for (std::size_t offset = 18; offset < sizeof(raw); ++offset) EXPECT_EQ(at(offset), 0U) << offset;
@@ -89,20 +94,20 @@ TEST(ChannelControl, EncodedBytesFollowTheSpecLayout) {
 
 TEST(ChannelControl, EncodeRefusesChannelZeroAndIdsAbove255) {
   ControlMessage message{};
-  EXPECT_FALSE(encode_control(ControlType::open, 0, "a", 1, 1, message));
-  EXPECT_FALSE(encode_control(ControlType::open, 256, "a", 1, 1, message));
-  EXPECT_TRUE(encode_control(ControlType::open, 1, "a", 1, 1, message));
+  EXPECT_FALSE(encode_control(ControlType::open, 0, "a", 1, 1, 4096, message));
+  EXPECT_FALSE(encode_control(ControlType::open, 256, "a", 1, 1, 4096, message));
+  EXPECT_TRUE(encode_control(ControlType::open, 1, "a", 1, 1, 4096, message));
 }
 
 TEST(ChannelControl, EncodeRefusesInvalidNames) {
   ControlMessage message{};
   const std::string long_name(kMaxChannelName + 1, 'n');
-  EXPECT_FALSE(encode_control(ControlType::open, 1, "", 0, 1, message));
+  EXPECT_FALSE(encode_control(ControlType::open, 1, "", 0, 1, 4096, message));
   EXPECT_FALSE(
-      encode_control(ControlType::open, 1, long_name.data(), long_name.size(), 1, message));
-  EXPECT_FALSE(encode_control(ControlType::open, 1, "a\nb", 3, 1, message));
-  EXPECT_FALSE(encode_control(ControlType::open, 1, "a\0b", 3, 1, message));
-  EXPECT_FALSE(encode_control(ControlType::open, 1, "caf\xc3\xa9", 5, 1, message));
+      encode_control(ControlType::open, 1, long_name.data(), long_name.size(), 1, 4096, message));
+  EXPECT_FALSE(encode_control(ControlType::open, 1, "a\nb", 3, 1, 4096, message));
+  EXPECT_FALSE(encode_control(ControlType::open, 1, "a\0b", 3, 1, 4096, message));
+  EXPECT_FALSE(encode_control(ControlType::open, 1, "caf\xc3\xa9", 5, 1, 4096, message));
 }
 
 // ---- every ControlError ----------------------------------------------------
@@ -187,11 +192,32 @@ TEST(ChannelControl, NonAsciiByteInTheNameIsBadName) {
 }
 
 TEST(ChannelControl, NonZeroReservedBytesAreRejected) {
-  for (std::size_t word = 0; word < 3; ++word) {
+  ControlMessage message = encoded_open();
+  message.reserved = 0x0100;
+  EXPECT_EQ(decode(message), ControlError::nonzero_reserved);
+}
+
+TEST(ChannelControl, OpenCarriesItsCreditWindowAndRejectsOneOutOfRange) {
+  ControlMessage decoded{};
+  ASSERT_EQ(decode(encoded_open(), decoded), ControlError::none);
+  EXPECT_EQ(decoded.credit_window, 4096U);
+  for (const std::uint32_t window : {0U, kMinCreditWindow - 1, kMaxCreditWindow + 1, ~0U}) {
     ControlMessage message = encoded_open();
-    message.reserved[word] = 0x0100;
-    EXPECT_EQ(decode(message), ControlError::nonzero_reserved) << "reserved[" << word << "]";
+    message.credit_window = window;
+    EXPECT_EQ(decode(message), ControlError::bad_window) << "credit_window " << window;
   }
+  ControlMessage message{};
+  EXPECT_FALSE(encode_control(ControlType::open, 1, "a", 1, 1, kMinCreditWindow - 1, message));
+}
+
+TEST(ChannelControl, CloseWithAWindowOrAMessageSizeIsRejected) {
+  ControlMessage message{};
+  ASSERT_TRUE(encode_control(ControlType::close, 3, "x", 1, 0, 0, message));
+  message.credit_window = 64;
+  EXPECT_EQ(decode(message), ControlError::bad_window);
+  message.credit_window = 0;
+  message.max_message_size = 1;
+  EXPECT_EQ(decode(message), ControlError::bad_window);
 }
 
 // Whatever the peer writes, a record decode() accepts satisfies every rule.

@@ -576,7 +576,7 @@ TEST(LinkGeometry, RejectsPeerCountsOutside2To16) {
 TEST(LinkGeometry, SmallestSectionHoldsA64ByteRingTowardEveryPeer) {
   for (std::uint32_t peers = 2; peers <= ivshmem::kMaxPeers; ++peers) {
     const std::uint64_t smallest =
-        kRingSlotsOffset + (peers - 1) * (kProducerAreaOverhead + kMinRingCapacity);
+        rings_offset(peers) + (peers - 1) * (kProducerAreaOverhead + kMinRingCapacity);
     LinkGeometry geometry;
     ASSERT_TRUE(LinkGeometry::compute(peers, smallest, geometry)) << peers << " peers";
     EXPECT_EQ(geometry.ring_capacity_bytes(), kMinRingCapacity) << peers << " peers";
@@ -584,14 +584,15 @@ TEST(LinkGeometry, SmallestSectionHoldsA64ByteRingTowardEveryPeer) {
   }
   LinkGeometry geometry;
   EXPECT_FALSE(LinkGeometry::compute(2, 0, geometry));
-  EXPECT_FALSE(LinkGeometry::compute(2, kRingSlotsOffset, geometry));
+  EXPECT_FALSE(LinkGeometry::compute(2, rings_offset(2), geometry));
 }
 
-TEST(LinkGeometry, SixteenPeersOnTheDefaultSectionGet2KiBRings) {
+// Version 2: fifteen 2 KiB credit tables come before the rings.
+TEST(LinkGeometry, SixteenPeersOnTheDefaultSectionGet1KiBRings) {
   LinkGeometry geometry;
   ASSERT_TRUE(LinkGeometry::compute(16, k64KiB, geometry));
-  EXPECT_EQ(geometry.ring_slot_size(), 4096U);
-  EXPECT_EQ(geometry.ring_capacity_bytes(), 2048U);
+  EXPECT_EQ(geometry.ring_slot_size(), 2048U);
+  EXPECT_EQ(geometry.ring_capacity_bytes(), 1024U);
 }
 
 TEST(LinkGeometry, AreasNeverOverlapAndStayInsideTheSection) {
@@ -599,11 +600,12 @@ TEST(LinkGeometry, AreasNeverOverlapAndStayInsideTheSection) {
   EXPECT_LE(LinkGeometry::peer_slot_offset(ivshmem::kMaxPeers - 1) + sizeof(PeerSlot),
             kConsumerAreasOffset);
   EXPECT_LE(LinkGeometry::consumer_area_offset(ivshmem::kMaxPeers - 1) + kConsumerAreaSize,
-            kRingSlotsOffset);
+            kCreditTablesOffset);
   std::mt19937_64 rng(42);
   for (int trial = 0; trial < 2000; ++trial) {
     const auto peers = static_cast<std::uint32_t>(2 + rng() % 15);
-    const std::uint64_t size = kRingSlotsOffset + rng() % (std::uint64_t{1} << (10 + rng() % 14));
+    const std::uint64_t size =
+        rings_offset(peers) + rng() % (std::uint64_t{1} << (10 + rng() % 14));
     LinkGeometry geometry;
     if (!LinkGeometry::compute(peers, size, geometry)) continue;
     const std::uint64_t slot = geometry.ring_slot_size();
@@ -615,7 +617,13 @@ TEST(LinkGeometry, AreasNeverOverlapAndStayInsideTheSection) {
         if (peer != owner) offsets.push_back(geometry.ring_slot_offset(owner, peer));
       }
       std::sort(offsets.begin(), offsets.end());
-      ASSERT_GE(offsets.front(), kRingSlotsOffset);
+      ASSERT_GE(offsets.front(), rings_offset(peers));
+      for (std::uint32_t peer = 0; peer < peers; ++peer) {
+        if (peer == owner) continue;
+        const std::uint64_t table = LinkGeometry::credit_table_offset(owner, peer);
+        ASSERT_GE(table, kCreditTablesOffset);
+        ASSERT_LE(table + sizeof(CreditTable), rings_offset(peers));
+      }
       for (std::size_t i = 0; i + 1 < offsets.size(); ++i) {
         ASSERT_LE(offsets[i] + slot, offsets[i + 1]) << peers << " peers, section " << size;
       }

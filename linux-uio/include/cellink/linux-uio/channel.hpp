@@ -91,6 +91,7 @@ class Message {
   std::span<const std::byte> payload_;
   std::uint64_t record_sequence_ = kNoRecord;  // ring record to release, if zero copy
   std::uint32_t peer_epoch_ = 0;               // the session it came from
+  std::uint32_t credit_ = 0;  // channel credit (bytes) given back at release
   std::vector<std::byte> copy_;                // reassembled or copied bytes
 };
 
@@ -142,6 +143,17 @@ class Channel {
   [[nodiscard]] bool connected() const noexcept;
   // Waits for the rendezvous. timed_out, shut_down.
   std::error_code wait_connected(std::chrono::nanoseconds timeout = kForever);
+
+  // What the peer's last reset ended on this channel: the messages we had
+  // sent on it in that session and how many the peer released (the
+  // per-channel delivery counter; counts are modulo 2^32).
+  struct ResetReport {
+    std::uint64_t resets = 0;  // which reset of the peer (0: none yet)
+    std::uint32_t sent = 0;
+    bool delivered_known = false;
+    std::uint32_t delivered = 0;
+  };
+  [[nodiscard]] ResetReport last_reset() const;
 
   std::error_code send(std::span<const std::byte> message,
                        std::chrono::nanoseconds timeout = kForever);

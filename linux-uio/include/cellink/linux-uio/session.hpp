@@ -75,9 +75,11 @@ struct SessionOptions {
   // cost of a wake-up through an eventfd (docs/benchmarks.md). Zero: never
   // spin.
   std::chrono::nanoseconds spin_budget{-1};
-  // Messages copied off the ring waiting for a receiver, per channel; beyond
-  // it the ring is no longer drained for that peer (back-pressure).
-  std::size_t max_queued_per_channel = 4096;
+  // Bytes of records each channel's sender may have outstanding toward us
+  // (its credit window, docs/link.md section 7): a channel nobody reads
+  // holds at most this much and never stalls the others (its records are
+  // copied off the ring once they pin half of it). 0: the ring's capacity.
+  std::uint32_t credit_window = 0;
   // After a peer reset, how long messages of the ended session may wait to
   // be received before they are dropped (and not counted as delivered) so
   // the peer's new incarnation can hand-shake.
@@ -102,10 +104,12 @@ struct SessionStats {
   std::uint64_t unroutable = 0;          // records for a channel id nobody opened here
   std::uint64_t control_errors = 0;      // malformed control records (ignored)
   std::uint64_t oversized_messages = 0;  // reassemblies above max_message_size
-  std::uint64_t fragment_errors = 0;     // fragments that broke the sequence rules
+  std::uint64_t protocol_faults = 0;     // rules a peer broke; see Session::diagnostic()
   std::uint64_t dropped_undelivered =
       0;  // dropped unreceived: ended-session leftovers or a closed channel
   std::uint64_t doorbells_rung = 0;
+  std::uint64_t space_doorbells = 0;  // of those, space-freed doorbells that woke a blocked sender
+  std::uint64_t spilled_records = 0;  // queued records copied off the ring to keep it moving
 };
 
 class Session {
@@ -158,6 +162,14 @@ class Session {
   void shutdown();
 
   [[nodiscard]] SessionStats stats() const;
+  // The first protocol rule a peer broke (a lie about credits, a channel
+  // announced twice, a record on a channel it never opened, a reassembly
+  // overflow, a malformed control record), naming the peer, the channel and
+  // the field; empty while none was. Latched: later faults are counted in
+  // stats().protocol_faults only.
+  [[nodiscard]] std::string diagnostic() const;
+  // Why the pair with `peer` is broken, or empty.
+  [[nodiscard]] std::string pair_fault(std::uint32_t peer) const;
   [[nodiscard]] WaitableDevice& device() noexcept;
 
  private:

@@ -2,7 +2,8 @@
 // that channel 0 carries on every ring. Spec: docs/link.md.
 //
 // A peer that opens channel `name` picks a local id for it and sends
-// ControlMessage{open, id, name, max_message_size} to the other peer; from
+// ControlMessage{open, id, name, max_message_size, credit_window} to the
+// other peer; from
 // then on the other peer addresses that channel's records to `id`. Opening
 // the same name on both sides is the rendezvous: each side sends to the id
 // the other announced. `close` withdraws an id. After a peer reset, each side
@@ -19,6 +20,8 @@
 #include <cstdint>
 #include <span>
 #include <type_traits>
+
+#include "cellink/transports/channel_credit.hpp"
 
 namespace cellink::transports {
 
@@ -37,13 +40,18 @@ struct ControlMessage {
   std::uint16_t channel;           // the sender's id for the channel, 1..kMaxChannelId
   std::uint32_t max_message_size;  // open: the largest message the sender accepts; close: 0
   std::uint16_t name_length;       // 1..kMaxChannelName
-  std::uint16_t reserved[3];       // zero
+  std::uint16_t reserved;          // zero
+  // open: the bytes of records the sender of this open lets the other side
+  // have outstanding on the channel (channel_credit.hpp); close, abort: 0.
+  std::uint32_t credit_window;
   char name[kMaxChannelName];      // not NUL-terminated; bytes past name_length are zero
 };
 static_assert(offsetof(ControlMessage, type) == 0);
 static_assert(offsetof(ControlMessage, channel) == 2);
 static_assert(offsetof(ControlMessage, max_message_size) == 4);
 static_assert(offsetof(ControlMessage, name_length) == 8);
+static_assert(offsetof(ControlMessage, reserved) == 10);
+static_assert(offsetof(ControlMessage, credit_window) == 12);
 static_assert(offsetof(ControlMessage, name) == 16);
 static_assert(sizeof(ControlMessage) == 64);
 static_assert(std::is_trivially_copyable_v<ControlMessage> &&
@@ -54,8 +62,10 @@ enum class ControlError : std::uint8_t {
   bad_length,       // the record is not sizeof(ControlMessage) bytes
   bad_type,         // neither open nor close
   bad_channel,      // id 0 or above kMaxChannelId
-  bad_name,         // empty, too long, contains NUL or a control byte, or junk after it
-  nonzero_reserved  // reserved bytes are not zero
+  bad_name,          // empty, too long, contains NUL or a control byte, or junk after it
+  nonzero_reserved,  // reserved bytes are not zero
+  bad_window,        // open: credit_window outside kMinCreditWindow..kMaxCreditWindow;
+                     // close, abort: not zero
 };
 
 [[nodiscard]] constexpr const char* describe(ControlError error) noexcept {
@@ -66,6 +76,7 @@ enum class ControlError : std::uint8_t {
     case ControlError::bad_channel: return "control record names channel id 0 or above 255";
     case ControlError::bad_name: return "control record has an invalid channel name";
     case ControlError::nonzero_reserved: return "control record has non-zero reserved bytes";
+    case ControlError::bad_window: return "control record has an invalid credit_window";
   }
   return "unknown control error";
 }
@@ -83,13 +94,19 @@ enum class ControlError : std::uint8_t {
 [[nodiscard]] constexpr bool encode_control(ControlType type, std::uint16_t channel,
                                             const char* name, std::size_t name_length,
                                             std::uint32_t max_message_size,
+                                            std::uint32_t credit_window,
                                             ControlMessage& out) noexcept {
   if (channel == kControlChannel || channel > kMaxChannelId) return false;
+  if (type == ControlType::open &&
+      (credit_window < kMinCreditWindow || credit_window > kMaxCreditWindow)) {
+    return false;
+  }
   if (!valid_channel_name(name, name_length)) return false;
   out = {};
   out.type = static_cast<std::uint16_t>(type);
   out.channel = channel;
   out.max_message_size = type == ControlType::open ? max_message_size : 0;
+  out.credit_window = type == ControlType::open ? credit_window : 0;
   out.name_length = static_cast<std::uint16_t>(name_length);
   for (std::size_t i = 0; i < name_length; ++i) out.name[i] = name[i];
   return true;
@@ -109,8 +126,11 @@ enum class ControlError : std::uint8_t {
   if (out.channel == kControlChannel || out.channel > kMaxChannelId) {
     return ControlError::bad_channel;
   }
-  if (out.reserved[0] != 0 || out.reserved[1] != 0 || out.reserved[2] != 0) {
-    return ControlError::nonzero_reserved;
+  if (out.reserved != 0) return ControlError::nonzero_reserved;
+  if (out.type == static_cast<std::uint16_t>(ControlType::open)
+          ? out.credit_window < kMinCreditWindow || out.credit_window > kMaxCreditWindow
+          : out.credit_window != 0 || out.max_message_size != 0) {
+    return ControlError::bad_window;
   }
   if (!valid_channel_name(out.name, out.name_length)) return ControlError::bad_name;
   for (std::size_t i = out.name_length; i < kMaxChannelName; ++i) {

@@ -25,6 +25,12 @@
 // (note_delivered) in its PeerSlot, and keeps the previous session's count, so
 // a sender can learn how far the peer got (delivered_in_session).
 //
+// Credits and room: each pair also has a CreditLedger (our table of credits
+// given back to j) and a CreditGauge (j's table for what we send it), both
+// reset with the session (channel_credit.hpp). A sender that waits for room
+// calls want_space(j) and re-checks; a receiver that freed room calls
+// space_freed(j), which rings j only when j asked since the last ring.
+//
 // Threading: one thread at a time, for everything. The Device must outlive
 // the Link.
 //
@@ -38,6 +44,7 @@
 
 #include "cellink/ivshmem/device.hpp"
 #include "cellink/ivshmem/peer_state.hpp"
+#include "cellink/transports/channel_credit.hpp"
 #include "cellink/transports/link_format.hpp"
 #include "cellink/transports/ring_consumer.hpp"
 #include "cellink/transports/ring_producer.hpp"
@@ -68,7 +75,7 @@ enum class LinkInitStatus : std::uint8_t {
   switch (status) {
     case LinkInitStatus::ok: return "ok";
     case LinkInitStatus::bad_geometry:
-      return "output section too small for a ring toward every peer (needs 4 KiB plus 192 "
+      return "output section too small for a ring toward every peer (needs 4 KiB plus 2240 "
              "bytes per other peer)";
     case LinkInitStatus::misaligned: return "output sections are not 64-byte aligned";
   }
@@ -78,7 +85,8 @@ enum class LinkInitStatus : std::uint8_t {
 // Why a pair is broken.
 enum class PairFault : std::uint8_t {
   none,
-  header_mismatch,  // the peer's LinkHeader disagrees with our geometry
+  header_mismatch,   // the peer's LinkHeader disagrees with our geometry
+  version_mismatch,  // the peer speaks another link protocol version
   ring_broken,      // one of the pair's rings broke; see ring_diagnostic()
 };
 
@@ -92,6 +100,20 @@ struct LinkEvent {
   std::uint32_t peer = 0;
   std::uint32_t peer_epoch = 0;  // the epoch of the session that went up or ended
 };
+
+[[nodiscard]] constexpr const char* describe(PairFault fault) noexcept {
+  switch (fault) {
+    case PairFault::none: return "no fault";
+    case PairFault::header_mismatch:
+      return "the peer's link header disagrees with ours (peer count or ring size: the two "
+             "sides were configured differently)";
+    case PairFault::version_mismatch:
+      return "the peer speaks another link protocol version (run the same cellink release on "
+             "both sides)";
+    case PairFault::ring_broken: return "a ring of this pair broke (corrupt or hostile peer)";
+  }
+  return "unknown pair fault";
+}
 
 // How many of the messages one side sent in a session the receiver released.
 struct DeliveryCount {
@@ -124,6 +146,7 @@ class Link {
     own_ = own.data();
     data_vector_ = device.vector_count() > 1 ? 1 : 0;
     running_pairs_ = 0;
+    space_wanted_ = 0;
 
     LinkHeader& header = own_header();
     // Our own memory, but read as shared: a previous incarnation wrote it.
@@ -188,6 +211,11 @@ class Link {
   [[nodiscard]] std::uint32_t data_vector() const noexcept { return data_vector_; }
   [[nodiscard]] ivshmem::Device& device() noexcept { return *device_; }
 
+  // The peer's link protocol version, when fault() is version_mismatch.
+  [[nodiscard]] std::uint16_t peer_version(std::uint32_t peer) const noexcept {
+    return pairs_[peer].peer_version;
+  }
+
   // Precondition for the per-peer accessors: peer < peer_count(), peer != id().
   [[nodiscard]] PairState state(std::uint32_t peer) const noexcept { return pairs_[peer].state; }
   [[nodiscard]] bool running(std::uint32_t peer) const noexcept {
@@ -210,6 +238,40 @@ class Link {
   [[nodiscard]] RingConsumer<MaxHeld>& consumer(std::uint32_t peer) noexcept {
     return pairs_[peer].rx;
   }
+  // Our credit table for what `peer` sends us (valid while readable()).
+  [[nodiscard]] CreditLedger& ledger(std::uint32_t peer) noexcept { return pairs_[peer].ledger; }
+  // `peer`'s credit table for what we send it (valid while running()).
+  [[nodiscard]] CreditGauge& gauge(std::uint32_t peer) noexcept { return pairs_[peer].gauge; }
+
+  // A sender about to wait for room toward `peer` (ring space or credit):
+  // asks `peer` to ring us when it frees some. Re-check the room after it
+  // returns; sleep only if there is still none.
+  void want_space(std::uint32_t peer) noexcept {
+    ++space_wanted_;
+    store(own_slot(peer).space_wanted, space_wanted_, std::memory_order_relaxed);
+    // F8: the request is ordered before the caller's re-read of `consumed`
+    // and the credit table; pairs with F9 in space_freed().
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+  }
+
+  // After freeing room for `peer` (a ring release or credit given back):
+  // rings `peer`'s data vector if it asked for room since we last rang.
+  // Returns whether it rang.
+  bool space_freed(std::uint32_t peer) noexcept {
+    Pair& pair = pairs_[peer];
+    if (!pair.rx_attached) return false;
+    // F9: our `consumed` and `returned` stores are ordered before the load
+    // of the request; pairs with F8 in want_space() (store, fence, load on
+    // both sides, so one of them sees the other's store).
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    // Relaxed: ordered by F9; a hostile value only costs it doorbells.
+    const std::uint32_t wanted =
+        load_shared(peer_slot(peer, self_).space_wanted, std::memory_order_relaxed);
+    if (wanted == pair.space_rung) return false;
+    pair.space_rung = wanted;
+    return device_->doorbell(peer, data_vector_) == ivshmem::DoorbellStatus::ok;
+  }
+
   [[nodiscard]] bool readable(std::uint32_t peer) const noexcept {
     const Pair& pair = pairs_[peer];
     return pair.rx_attached &&
@@ -240,6 +302,14 @@ class Link {
     pair.state = PairState::broken;
     pair.fault = PairFault::ring_broken;
     sink(LinkEvent{LinkEvent::Kind::peer_broken, peer, pair.peer_epoch});
+  }
+
+  // Whether `peer` still runs the session we have with it: a credit table or
+  // ring that looks impossible may only mean that the peer restarted and
+  // rewrote its memory. Re-reads the peer.
+  [[nodiscard]] bool session_intact(std::uint32_t peer) const noexcept {
+    const PeerView view = read_peer(peer);
+    return view.valid && view.epoch == pairs_[peer].peer_epoch;
   }
 
   // Ends a drain: whatever the reset peer committed has been taken. The next
@@ -289,14 +359,19 @@ class Link {
     std::uint32_t peer_epoch = 0;
     bool rx_attached = false;
     std::uint64_t delivered = 0;
+    std::uint16_t peer_version = 0;
+    std::uint32_t space_rung = 0;  // the peer's space_wanted we last rang for
     RingProducer tx;
     RingConsumer<MaxHeld> rx;
+    CreditLedger ledger;
+    CreditGauge gauge;
   };
 
   // One validated read of peer j's state entry and header.
   struct PeerView {
     bool valid = false;  // READY or RUN, header written for that epoch, geometry agrees
     bool mismatch = false;
+    std::uint16_t version = kLinkVersion;  // the peer's, when mismatch
     std::uint32_t epoch = 0;
     std::uint32_t acked_epoch = 0;     // j's slot for us
     std::uint32_t tx_ready_epoch = 0;  // j's slot for us
@@ -331,8 +406,8 @@ class Link {
     }
     store(slot.acked_epoch, 0U, std::memory_order_relaxed);
     store(slot.tx_ready_epoch, 0U, std::memory_order_relaxed);
+    store(slot.space_wanted, 0U, std::memory_order_relaxed);
     slot.session_epoch = 0;
-    slot.reserved0 = 0;
     slot.delivered = 0;
     for (std::uint64_t& word : slot.reserved) word = 0;
   }
@@ -349,7 +424,8 @@ class Link {
     if (load_shared(header->epoch, std::memory_order_acquire) != state.epoch) return view;
     // No magic: the peer is rewriting its header (or never wrote one).
     if (load_shared(header->magic, std::memory_order_relaxed) != kLinkMagic) return view;
-    if (load_shared(header->version, std::memory_order_relaxed) != kLinkVersion ||
+    view.version = load_shared(header->version, std::memory_order_relaxed);
+    if (view.version != kLinkVersion ||
         load_shared(header->peer_count, std::memory_order_relaxed) != geometry_.peers() ||
         load_shared(header->ring_slot_size, std::memory_order_relaxed) !=
             geometry_.ring_slot_size()) {
@@ -405,8 +481,11 @@ class Link {
     }
     if (pair.state == PairState::draining) return;
     if (pair.state == PairState::idle) {
-      if (view.mismatch && pair.fault != PairFault::header_mismatch) {
-        pair.fault = PairFault::header_mismatch;
+      const PairFault mismatch = view.version != kLinkVersion ? PairFault::version_mismatch
+                                                              : PairFault::header_mismatch;
+      if (view.mismatch && pair.fault != mismatch) {
+        pair.fault = mismatch;
+        pair.peer_version = view.version;
         pair.peer_epoch = view.epoch;
         pair.state = PairState::broken;
         sink(LinkEvent{LinkEvent::Kind::peer_broken, peer, view.epoch});
@@ -429,10 +508,20 @@ class Link {
     PeerSlot& slot = own_slot(peer);
     retire_session(slot);
     slot.session_epoch = epoch_;
-    pair = {};
+    pair.state = PairState::idle;
+    pair.fault = PairFault::none;
+    pair.rx_attached = false;
+    pair.delivered = 0;
+    pair.peer_version = 0;
+    pair.space_rung = 0;
+    pair.tx = {};
+    pair.rx = {};
+    pair.gauge.detach();
+    pair.ledger.attach(reinterpret_cast<CreditTable*>(
+        own_ + LinkGeometry::credit_table_offset(self_, peer)));
     pair.peer_epoch = epoch;
-    // R5: the consumer-area reset is visible before the ack; pairs with A5
-    // in the peer's read_peer().
+    // R5: the consumer-area and credit-table resets are visible before the
+    // ack; pairs with A5 in the peer's read_peer().
     store(slot.acked_epoch, epoch, std::memory_order_release);
     pair.state = PairState::acked;
     (void)device_->doorbell(peer, 0);
@@ -446,6 +535,9 @@ class Link {
     const std::span<const std::byte> consumer{
         section(peer) + LinkGeometry::consumer_area_offset(self_), kConsumerAreaSize};
     (void)pair.tx.init(ring, consumer);  // geometry and alignment were checked in init()
+    // The peer zeroed this table before its ack, which A5 acquired.
+    pair.gauge.attach(reinterpret_cast<const CreditTable*>(
+        section(peer) + LinkGeometry::credit_table_offset(peer, self_)));
     // R6: the ring's header and produced = 0 are visible before tx-ready;
     // pairs with A5 in the peer's read_peer().
     store(own_slot(peer).tx_ready_epoch, pair.peer_epoch, std::memory_order_release);
@@ -478,6 +570,7 @@ class Link {
   std::uint32_t previous_epoch_ = 0;
   std::uint32_t data_vector_ = 0;
   std::uint32_t running_pairs_ = 0;
+  std::uint32_t space_wanted_ = 0;  // shadow of our PeerSlot::space_wanted (same in every slot)
   Pair pairs_[ivshmem::kMaxPeers];
 };
 

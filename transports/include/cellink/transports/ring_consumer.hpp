@@ -38,6 +38,18 @@ enum class ConsumeStatus : std::uint8_t {
   not_held,       // release() of a record that is not held (caller bug)
 };
 
+[[nodiscard]] constexpr const char* describe(ConsumeStatus status) noexcept {
+  switch (status) {
+    case ConsumeStatus::ok: return "ok";
+    case ConsumeStatus::empty: return "no record published beyond those already peeked";
+    case ConsumeStatus::not_ready: return "producer has not initialised its ring yet";
+    case ConsumeStatus::too_many_held: return "too many records held (release some first)";
+    case ConsumeStatus::broken: return "ring is broken (see diagnostic())";
+    case ConsumeStatus::not_held: return "release of a record that is not held";
+  }
+  return "unknown consume status";
+}
+
 struct Record {
   std::span<const std::byte> payload;
   std::uint16_t channel = 0;
@@ -82,6 +94,9 @@ class RingConsumer {
   [[nodiscard]] const RingDiagnostic& diagnostic() const noexcept { return diagnostic_; }
   // Index after the released prefix (what the producer may reuse).
   [[nodiscard]] std::uint64_t consumed() const noexcept { return consumed_; }
+  // Bytes from the oldest unreleased record to the next unread one: the part
+  // of the ring the producer cannot reuse yet because we hold it.
+  [[nodiscard]] std::uint64_t pinned() const noexcept { return read_ - consumed_; }
   [[nodiscard]] std::size_t held() const noexcept {
     return static_cast<std::size_t>(next_held_ - first_held_);
   }

@@ -37,6 +37,21 @@ enum class ProduceStatus : std::uint8_t {
   broken,           // the ring is in its sticky error state; see diagnostic()
 };
 
+[[nodiscard]] constexpr const char* describe(ProduceStatus status) noexcept {
+  switch (status) {
+    case ProduceStatus::ok: return "ok";
+    case ProduceStatus::full: return "ring is full (retry once the consumer releases records)";
+    case ProduceStatus::too_large: return "record is larger than the ring can ever hold";
+    case ProduceStatus::out_of_order:
+      return "commit of a reservation that is not the oldest in flight, or write() while "
+             "reservations are in flight";
+    case ProduceStatus::bad_reservation:
+      return "commit of a reservation reserve() did not hand out, or of more bytes than reserved";
+    case ProduceStatus::broken: return "ring is broken (see diagnostic())";
+  }
+  return "unknown produce status";
+}
+
 class RingProducer {
  public:
   struct Reservation {
@@ -88,6 +103,16 @@ class RingProducer {
   [[nodiscard]] const RingDiagnostic& diagnostic() const noexcept { return diagnostic_; }
   // Index after the last published record (what the consumer can see).
   [[nodiscard]] std::uint64_t published() const noexcept { return published_; }
+
+  // Whether reserve(payload_size) would find room now, re-reading the
+  // consumer's index (false too when the ring is broken).
+  [[nodiscard]] bool has_room(std::uint32_t payload_size) noexcept {
+    if (broken() || payload_size > max_payload(capacity_)) return false;
+    const std::uint64_t stride = record_stride(payload_size);
+    const std::uint64_t contiguous = capacity_ - (reserved_ & mask_);
+    const std::uint64_t end = reserved_ + (stride > contiguous ? contiguous : 0) + stride;
+    return refresh_consumed() && end - consumed_ <= capacity_;
+  }
 
   // Reserves room for a `payload_size`-byte record on `channel`.
   [[nodiscard]] ProduceStatus reserve(std::uint32_t payload_size, std::uint16_t channel,
