@@ -139,4 +139,29 @@ enum class ControlError : std::uint8_t {
   return ControlError::none;
 }
 
+// Control records waiting for ring room, oldest first, in fixed storage.
+// Threading: the sending side's lock toward the peer.
+template <std::size_t Capacity>
+class ControlQueue {
+ public:
+  void clear() noexcept { count_ = 0; }
+  [[nodiscard]] bool empty() const noexcept { return count_ == 0; }
+  // Room for one more record at the back, or nullptr when full; fill it,
+  // then commit_push().
+  [[nodiscard]] ControlMessage* back_slot() noexcept {
+    return count_ == Capacity ? nullptr : &records_[(head_ + count_) % Capacity];
+  }
+  void commit_push() noexcept { ++count_; }
+  [[nodiscard]] const ControlMessage& front() const noexcept { return records_[head_ % Capacity]; }
+  void pop() noexcept {
+    ++head_;
+    --count_;
+  }
+
+ private:
+  ControlMessage records_[Capacity] = {};
+  std::uint64_t head_ = 0;
+  std::size_t count_ = 0;
+};
+
 }  // namespace cellink::transports

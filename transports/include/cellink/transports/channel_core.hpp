@@ -25,9 +25,11 @@
 //   - rx: init(), poll(), read(), take_next(), release_*(), open(), close(),
 //     finish_drain() and the accessors that say "rx";
 //   - tx(peer): preflight() needs no lock (atomics); reserve(), seal(),
-//     abandon(), flush_control() need the caller's lock for that peer.
-//   poll(), open(), close() and finish_drain() also need every tx lock
-//   (they re-initialise rings and queue control records).
+//     abandon(), give_up(), want_space(), flush_control() need the
+//     caller's lock for that peer.
+//   open() and close() also need the peer's tx lock (they queue control
+//   records); poll(), report_broken() and finish_drain() need every tx lock
+//   (they re-initialise rings).
 // One thread may play both sides (an inmate, a single-threaded Session).
 //
 // Freestanding: no exceptions, no heap, no libc.
@@ -43,6 +45,7 @@
 #include "cellink/transports/channel_credit.hpp"
 #include "cellink/transports/channel_names.hpp"
 #include "cellink/transports/channel_status.hpp"
+#include "cellink/transports/channel_tickets.hpp"
 #include "cellink/transports/link.hpp"
 
 namespace cellink::transports {
@@ -58,6 +61,7 @@ struct ChannelCoreOptions {
 };
 
 template <std::size_t MaxHeld = 64, std::size_t MaxChannels = kMaxChannelId,
+          std::size_t MaxPeers = ivshmem::kMaxPeers,
           std::size_t MaxInFlight = 16, std::size_t MaxControlQueued = 2 * kMaxChannelId + 2>
 class ChannelCore {
  public:
@@ -65,10 +69,7 @@ class ChannelCore {
   static constexpr std::uint64_t kNoRecord = ~std::uint64_t{0};
 
   // A reservation handed out by reserve(): seal() or abandon() it.
-  struct Ticket {
-    std::uint64_t serial = kNoRecord;
-    std::span<std::byte> payload;
-  };
+  using Ticket = typename TicketQueue<MaxInFlight>::Ticket;
 
   ChannelCore() noexcept = default;
   ChannelCore(const ChannelCore&) = delete;
@@ -88,8 +89,8 @@ class ChannelCore {
   }
   void leave() noexcept { link_.leave(); }
 
-  [[nodiscard]] Link<MaxHeld>& link() noexcept { return link_; }
-  [[nodiscard]] const Link<MaxHeld>& link() const noexcept { return link_; }
+  [[nodiscard]] Link<MaxHeld, MaxPeers>& link() noexcept { return link_; }
+  [[nodiscard]] const Link<MaxHeld, MaxPeers>& link() const noexcept { return link_; }
   // The largest payload of one record on this link.
   [[nodiscard]] std::uint32_t max_record() const noexcept { return max_record_; }
   // The window we grant each channel.
@@ -99,12 +100,12 @@ class ChannelCore {
   }
   // Whether the pair with `peer` runs; senders read it without a lock.
   [[nodiscard]] bool running(std::uint32_t peer) const noexcept {
-    // A11: what on_up() set up is visible; pairs with R11.
+    // A11: the fresh pair state is visible; pairs with R11 in on_link_event().
     return pairs_[peer].running.load(std::memory_order_acquire);
   }
   // Resets of `peer` seen so far; senders read it without a lock.
   [[nodiscard]] std::uint64_t resets(std::uint32_t peer) const noexcept {
-    // A12: the reset's bookkeeping is visible; pairs with R12 in on_reset().
+    // A12: the reset's bookkeeping is visible; pairs with R12 in on_link_event().
     return pairs_[peer].resets.load(std::memory_order_acquire);
   }
   // rx: what the last reset of `peer` ended.
@@ -113,19 +114,29 @@ class ChannelCore {
   }
   // rx: whether `peer` broke the pair (its memory is corrupt or hostile).
   [[nodiscard]] bool broken(std::uint32_t peer) const noexcept { return pairs_[peer].broken; }
-  [[nodiscard]] const CoreStats& stats() const noexcept { return stats_; }
-  // The first protocol fault a peer committed, latched (fault == none: none yet).
-  [[nodiscard]] const ChannelDiagnostic& diagnostic() const noexcept { return diagnostic_; }
+  // rx: the counters. The sending side's ones are atomics, read here relaxed.
+  [[nodiscard]] CoreStats stats() const noexcept {
+    CoreStats stats = stats_;
+    stats.doorbells_rung += tx_doorbells_.load(std::memory_order_relaxed);
+    stats.protocol_faults = faults_.load(std::memory_order_relaxed);
+    return stats;
+  }
+  // The first protocol fault a peer committed, latched (fault == none: none
+  // yet). Any thread: both sides latch faults, under a small spin lock.
+  [[nodiscard]] ChannelDiagnostic diagnostic() const noexcept {
+    const DiagnosticGuard guard(diagnostic_busy_);
+    return diagnostic_;
+  }
   // Messages of the current session handed out (queued or held) and not released.
   [[nodiscard]] std::uint64_t outstanding(std::uint32_t peer) const noexcept {
     return pairs_[peer].outstanding;
   }
   // tx(peer): a Loan or a reservation is in flight, unsealed.
   [[nodiscard]] bool loan_in_flight(std::uint32_t peer) const noexcept {
-    return pairs_[peer].open_tickets != 0;
+    return pairs_[peer].tickets.open() != 0;
   }
 
-  // ---- names (rx and every tx lock) ------------------------------------------
+  // ---- names (rx and the peer's tx lock) -------------------------------------
 
   // Opens `name` toward `peer` under a free local id, announcing it if the
   // pair runs. 0 when the name is already open toward that peer or no id is free.
@@ -151,7 +162,7 @@ class ChannelCore {
     channel.receive_resets_seen = resets_now;
     channel.send_resets_seen.store(resets_now, std::memory_order_relaxed);
     if (RemoteName* remote = names.find_remote(wanted)) {
-      connect(peer, channel, *remote);
+      connect(channel, *remote);
     } else {
       channel.remote_id.store(0, std::memory_order_relaxed);
     }
@@ -223,7 +234,7 @@ class ChannelCore {
     LocalChannel& channel = names_[peer].local[id];
     if (!running(peer) || resets(peer) != resets_seen) return ChannelStatus::retry;
     flush_control(peer);
-    if (pair.control_count != 0) return ChannelStatus::would_block;  // control goes first
+    if (!pair.control.empty()) return ChannelStatus::would_block;  // control goes first
     if (channel.abort_pending) {
       if (!write_control(peer, ControlType::abort, channel.sent_to, channel)) {
         return tx_failure(peer);
@@ -232,7 +243,7 @@ class ChannelCore {
     }
     CreditGauge& gauge = link_.gauge(peer);
     const std::uint32_t stride = static_cast<std::uint32_t>(record_stride(size));
-    if (in_flight(pair) == MaxInFlight) return ChannelStatus::loan_in_progress;
+    if (pair.tickets.full()) return ChannelStatus::loan_in_progress;
     if (!gauge.take(remote, stride, channel.remote_window.load(std::memory_order_relaxed))) {
       if (gauge.fault(remote) == CreditFault::none) return ChannelStatus::would_block;
       return credit_fault(peer, id, remote);
@@ -246,11 +257,7 @@ class ChannelCore {
                                              : ChannelStatus::message_too_large;
     }
     channel.sent_to = remote;
-    Slot& slot = pair.slots[pair.tail % MaxInFlight];
-    slot = {reservation, id, remote, stride, 0, 0, Slot::State::open, false};
-    ++pair.open_tickets;
-    out.serial = pair.tail++;
-    out.payload = reservation.payload;
+    out = pair.tickets.add(reservation, id, remote, stride);
     return ChannelStatus::ok;
   }
 
@@ -262,14 +269,10 @@ class ChannelCore {
                      std::uint64_t resets_seen) noexcept {
     Pair& pair = pairs_[peer];
     if (resets(peer) != resets_seen || !running(peer)) return ChannelStatus::peer_reset;
-    Slot* slot = find(pair, ticket.serial);
-    if (slot == nullptr || used > slot->reservation.payload.size()) return ChannelStatus::retry;
-    slot->used = used;
-    slot->flags = more ? kRecordMoreFragments : std::uint16_t{0};
-    slot->state = Slot::State::sealed;
-    slot->message_end = !more;
-    names_[peer].local[slot->id].fragmenting = more;
-    --pair.open_tickets;
+    const int id =
+        pair.tickets.seal(ticket, used, more ? kRecordMoreFragments : std::uint16_t{0}, !more);
+    if (id < 0) return ChannelStatus::retry;
+    names_[peer].local[id].fragmenting = more;
     if (!more) ++pair.sent_in_session;
     return drain_tickets(peer) ? ChannelStatus::ok : ChannelStatus::ring_broken;
   }
@@ -278,11 +281,7 @@ class ChannelCore {
   void abandon(std::uint32_t peer, const Ticket& ticket, std::uint64_t resets_seen) noexcept {
     Pair& pair = pairs_[peer];
     if (resets(peer) != resets_seen || !running(peer)) return;
-    Slot* slot = find(pair, ticket.serial);
-    if (slot == nullptr || slot->state != Slot::State::open) return;
-    slot->state = Slot::State::abandoned;
-    --pair.open_tickets;
-    (void)drain_tickets(peer);
+    if (pair.tickets.abandon(ticket)) (void)drain_tickets(peer);
   }
 
   // tx(peer): a fragmented message on `id` was given up half out: the next
@@ -317,11 +316,10 @@ class ChannelCore {
   void flush_control(std::uint32_t peer) noexcept {
     Pair& pair = pairs_[peer];
     if (!running(peer)) return;
-    while (pair.control_count != 0) {
-      const ControlMessage& message = pair.control[pair.control_head % MaxControlQueued];
+    while (!pair.control.empty()) {
+      const ControlMessage& message = pair.control.front();
       if (!write_record(peer, std::as_bytes(std::span{&message, 1}))) break;
-      ++pair.control_head;
-      --pair.control_count;
+      pair.control.pop();
     }
   }
 
@@ -475,18 +473,6 @@ class ChannelCore {
   }
 
  private:
-  struct Slot {
-    enum class State : std::uint8_t { open, sealed, abandoned };
-    RingProducer::Reservation reservation;
-    std::uint16_t id = 0;      // our local id; 0: a control record (no credit)
-    std::uint16_t remote = 0;  // the receiver's id
-    std::uint32_t charged = 0; // credit taken at reserve()
-    std::uint32_t used = 0;
-    std::uint16_t flags = 0;
-    State state = State::open;
-    bool message_end = false;  // the last record of a message
-  };
-
   struct Pair {
     // Both sides (atomics; written with every lock held).
     std::atomic<bool> running{false};
@@ -500,52 +486,20 @@ class ChannelCore {
     ChannelReset channel_resets[MaxChannels + 1] = {};
     // tx(peer).
     std::uint64_t sent_in_session = 0;
-    Slot slots[MaxInFlight] = {};  // reservations in ring order: [head, tail)
-    std::uint64_t head = 0;
-    std::uint64_t tail = 0;
-    std::uint32_t open_tickets = 0;
-    ControlMessage control[MaxControlQueued] = {};
-    std::uint64_t control_head = 0;
-    std::size_t control_count = 0;
+    TicketQueue<MaxInFlight> tickets;
+    ControlQueue<MaxControlQueued> control;
   };
-
-  [[nodiscard]] static std::size_t in_flight(const Pair& pair) noexcept {
-    return static_cast<std::size_t>(pair.tail - pair.head);
-  }
-  [[nodiscard]] static Slot* find(Pair& pair, std::uint64_t serial) noexcept {
-    if (serial < pair.head || serial >= pair.tail) return nullptr;
-    Slot& slot = pair.slots[serial % MaxInFlight];
-    return slot.state == Slot::State::open ? &slot : nullptr;
-  }
 
   // tx(peer): commits the sealed prefix of the reservations in ring order,
   // then publishes it and rings the receiver if it asked. False: ring broke.
   bool drain_tickets(std::uint32_t peer) noexcept {
-    Pair& pair = pairs_[peer];
-    RingProducer& producer = link_.producer(peer);
-    CreditGauge& gauge = link_.gauge(peer);
-    bool wrote = false;
-    while (pair.head != pair.tail) {
-      Slot& slot = pair.slots[pair.head % MaxInFlight];
-      if (slot.state == Slot::State::open) break;
-      if (slot.state == Slot::State::sealed) {
-        if (producer.commit(slot.reservation, slot.used, slot.flags) != ProduceStatus::ok) {
-          return false;
-        }
-        if (slot.id != 0) {
-          const auto stride = static_cast<std::uint32_t>(record_stride(slot.used));
-          gauge.untake(slot.remote, slot.charged - stride);
-          gauge.sent(slot.remote, stride, slot.message_end ? 1 : 0);
-        }
-      } else {
-        (void)producer.abandon(slot.reservation);
-        if (slot.id != 0) gauge.untake(slot.remote, slot.charged);
-      }
-      ++pair.head;
-      wrote = true;
+    bool committed = false;
+    if (!pairs_[peer].tickets.drain(link_.producer(peer), link_.gauge(peer), committed)) {
+      return false;
     }
-    if (wrote && producer.publish(link_.device(), peer, link_.data_vector())) {
-      ++stats_.doorbells_rung;
+    if (committed && link_.producer(peer).publish(link_.device(), peer, link_.data_vector())) {
+      // Relaxed: a count, summed by stats().
+      tx_doorbells_.fetch_add(1, std::memory_order_relaxed);
     }
     return true;
   }
@@ -553,18 +507,14 @@ class ChannelCore {
   // tx(peer): writes one control record now (behind any tickets in flight).
   [[nodiscard]] bool write_record(std::uint32_t peer, std::span<const std::byte> bytes) noexcept {
     Pair& pair = pairs_[peer];
-    if (in_flight(pair) == MaxInFlight) return false;
+    if (pair.tickets.full()) return false;
     RingProducer::Reservation reservation;
     const auto size = static_cast<std::uint32_t>(bytes.size());
     if (link_.producer(peer).reserve(size, kControlChannel, reservation) != ProduceStatus::ok) {
       return false;
     }
     __builtin_memcpy(reservation.payload.data(), bytes.data(), bytes.size());
-    Slot& slot = pair.slots[pair.tail++ % MaxInFlight];
-    slot = {};
-    slot.reservation = reservation;
-    slot.used = size;
-    slot.state = Slot::State::sealed;
+    (void)pair.tickets.seal(pair.tickets.add(reservation, 0, 0, 0), size, 0, false);
     return drain_tickets(peer);
   }
 
@@ -583,13 +533,9 @@ class ChannelCore {
 
   bool queue_control(std::uint32_t peer, ControlType type, std::uint16_t id,
                      const LocalChannel& channel) noexcept {
-    Pair& pair = pairs_[peer];
-    if (pair.control_count == MaxControlQueued) return false;
-    if (!encode(type, id, channel, pair.control[(pair.control_head + pair.control_count) %
-                                                MaxControlQueued])) {
-      return false;
-    }
-    ++pair.control_count;
+    ControlMessage* slot = pairs_[peer].control.back_slot();
+    if (slot == nullptr || !encode(type, id, channel, *slot)) return false;
+    pairs_[peer].control.commit_push();
     return true;
   }
 
@@ -613,9 +559,29 @@ class ChannelCore {
     return ChannelStatus::credit_fault;
   }
 
+  // Serialises the two sides' latching of diagnostic_ (faults are rare).
+  class DiagnosticGuard {
+   public:
+    explicit DiagnosticGuard(std::atomic_flag& busy) noexcept : busy_(busy) {
+      // Acquire: the previous holder's writes are visible; pairs with the
+      // release in the destructor.
+      while (busy_.test_and_set(std::memory_order_acquire)) {
+      }
+    }
+    ~DiagnosticGuard() { busy_.clear(std::memory_order_release); }
+    DiagnosticGuard(const DiagnosticGuard&) = delete;
+    DiagnosticGuard& operator=(const DiagnosticGuard&) = delete;
+
+   private:
+    std::atomic_flag& busy_;
+  };
+
+  // Either side: counts a fault and latches the first one.
   void diagnose(std::uint32_t peer, std::uint16_t id, ChannelFault fault, const char* field,
                 std::uint64_t value, std::uint64_t limit) noexcept {
-    ++stats_.protocol_faults;
+    // Relaxed: a count; the details are published by the guard.
+    faults_.fetch_add(1, std::memory_order_relaxed);
+    const DiagnosticGuard guard(diagnostic_busy_);
     if (diagnostic_.fault != ChannelFault::none) return;
     diagnostic_.fault = fault;
     diagnostic_.peer = peer;
@@ -630,6 +596,7 @@ class ChannelCore {
     }
   }
   void diagnose_name(const ChannelName& name) noexcept {
+    const DiagnosticGuard guard(diagnostic_busy_);
     if (diagnostic_.name_length != 0) return;
     for (std::size_t i = 0; i < kMaxChannelName; ++i) diagnostic_.name[i] = name.bytes[i];
     diagnostic_.name_length = name.length;
@@ -656,19 +623,6 @@ class ChannelCore {
     channel.partial_active = channel.partial_overflow = false;
     channel.partial_size = 0;
     sink.discard(peer, id);
-  }
-
-  // R10: the maximum and window are visible before the id; pairs with A10
-  // in preflight().
-  static void connect(LocalChannel& channel, const RemoteName& remote) noexcept {
-    channel.remote_max.store(remote.max_message_size, std::memory_order_relaxed);
-    channel.remote_window.store(remote.window, std::memory_order_relaxed);
-    channel.remote_closed.store(false, std::memory_order_relaxed);
-    channel.close_reported = false;
-    channel.remote_id.store(remote.id, std::memory_order_release);
-  }
-  static void connect(std::uint32_t, LocalChannel& channel, const RemoteName& remote) noexcept {
-    connect(channel, remote);
   }
 
   // rx: whether the peer opened `channel` before sending on it. A draining
@@ -771,60 +725,23 @@ class ChannelCore {
       diagnose(peer, 0, ChannelFault::bad_control_record, describe(error), payload.size(), 0);
       return;
     }
-    Names& names = names_[peer];
-    ChannelName name;
-    (void)name.assign(message.name, message.name_length);  // decode_control() checked it
-    const std::uint16_t local = names.find_local(name);
-    const auto reject = [&](ChannelFault fault, const char* field, std::uint64_t value,
-                            std::uint64_t limit) {
-      ++stats_.control_errors;
-      diagnose(peer, local, fault, field, value, limit);
-      diagnose_name(name);
-    };
-    if (message.type == static_cast<std::uint16_t>(ControlType::abort)) {
-      // Addressed by our id for the channel; the name must agree.
-      if (message.channel > MaxChannels || !names.local[message.channel].open ||
-          !names.local[message.channel].name.equals(name.bytes, name.length)) {
-        reject(ChannelFault::unknown_close, "channel", message.channel, MaxChannels);
+    const NameUpdate update = names_[peer].apply(message);
+    switch (update.kind) {
+      case NameUpdate::Kind::rejected: {
+        ++stats_.control_errors;
+        diagnose(peer, update.local, update.fault, update.field, update.value, update.limit);
+        ChannelName name;
+        (void)name.assign(message.name, message.name_length);
+        diagnose_name(name);
         return;
       }
-      discard_partial(peer, message.channel, sink);
-      return;
-    }
-    RemoteName* remote = names.find_remote(name);
-    if (message.type == static_cast<std::uint16_t>(ControlType::open)) {
-      RemoteName* holder = names.find_remote_id(message.channel);
-      if ((remote != nullptr && remote->id != message.channel) ||
-          (holder != nullptr && holder != remote)) {
-        reject(ChannelFault::announced_twice, "channel", message.channel,
-               remote != nullptr ? remote->id : holder->id);
-        return;
-      }
-      if (remote == nullptr) remote = names.add_remote();
-      if (remote == nullptr) {
-        reject(ChannelFault::too_many_names, "name", MaxChannels + 1, MaxChannels);
-        return;
-      }
-      remote->name = name;
-      remote->id = message.channel;
-      remote->max_message_size = message.max_message_size;
-      remote->window = message.credit_window;
-      if (local != 0) connect(names.local[local], *remote);
-    } else {
-      if (remote == nullptr || remote->id != message.channel) {
-        reject(ChannelFault::unknown_close, "channel", message.channel,
-               remote != nullptr ? remote->id : 0);
-        return;
-      }
-      names.erase_remote(remote);
-      if (local != 0) {
-        LocalChannel& channel = names.local[local];
-        if (channel.partial_active) discard_partial(peer, local, sink);
-        channel.remote_id.store(0, std::memory_order_relaxed);
-        channel.close_reported = false;
-        // R13: the withdrawn id is visible with the close; pairs with A10.
-        channel.remote_closed.store(true, std::memory_order_release);
-      }
+      case NameUpdate::Kind::aborted: discard_partial(peer, update.local, sink); return;
+      case NameUpdate::Kind::withdrawn:
+        if (update.local != 0 && names_[peer].local[update.local].partial_active) {
+          discard_partial(peer, update.local, sink);
+        }
+        break;
+      case NameUpdate::Kind::announced: break;
     }
     sink.changed();
   }
@@ -846,9 +763,8 @@ class ChannelCore {
       pair.outstanding = 0;
       pair.broken = false;
       pair.sent_in_session = 0;
-      pair.head = pair.tail = 0;
-      pair.open_tickets = 0;
-      pair.control_count = 0;
+      pair.tickets.clear();
+      pair.control.clear();
       pair.ring_drained = true;
       pair.spill_futile = false;
       // R11: the pair's fresh state is visible before senders see it run;
@@ -895,23 +811,25 @@ class ChannelCore {
     // A reassembly in progress stays: the drain may still bring the rest of
     // that message. finish_drain() discards what never completed.
     names.forget_remotes();
-    pair.control_count = 0;
-    pair.head = pair.tail = 0;
-    pair.open_tickets = 0;
+    pair.control.clear();
+    pair.tickets.clear();
     // R12: the bookkeeping above is visible to whoever sees the new count;
     // pairs with A12 in resets().
     pair.resets.fetch_add(1, std::memory_order_release);
     sink.peer_reset(peer);
   }
 
-  Link<MaxHeld> link_;
+  Link<MaxHeld, MaxPeers> link_;
   ChannelCoreOptions options_;
   std::uint32_t window_ = 0;
   std::uint32_t max_record_ = 0;
-  Names names_[ivshmem::kMaxPeers];
-  Pair pairs_[ivshmem::kMaxPeers];
-  CoreStats stats_;
-  ChannelDiagnostic diagnostic_;
+  Names names_[MaxPeers];
+  Pair pairs_[MaxPeers];
+  CoreStats stats_;  // rx side, but for the two atomics below
+  std::atomic<std::uint64_t> tx_doorbells_{0};  // data doorbells rung by senders
+  std::atomic<std::uint64_t> faults_{0};        // every ChannelFault
+  mutable std::atomic_flag diagnostic_busy_ = ATOMIC_FLAG_INIT;
+  ChannelDiagnostic diagnostic_;  // guarded by diagnostic_busy_
 };
 
 }  // namespace cellink::transports

@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "cellink/transports/channel_control.hpp"
+#include "cellink/transports/channel_status.hpp"
 
 namespace cellink::transports {
 
@@ -76,6 +77,33 @@ struct RemoteName {
   std::uint32_t window = 0;
 };
 
+// Connects our channel to the peer's announcement of the same name.
+inline void connect(LocalChannel& channel, const RemoteName& remote) noexcept {
+  channel.remote_max.store(remote.max_message_size, std::memory_order_relaxed);
+  channel.remote_window.store(remote.window, std::memory_order_relaxed);
+  channel.remote_closed.store(false, std::memory_order_relaxed);
+  channel.close_reported = false;
+  // R10: the maximum and window are visible before the id; pairs with A10
+  // in ChannelCore::preflight().
+  channel.remote_id.store(remote.id, std::memory_order_release);
+}
+
+// What one valid control record did to the tables (ChannelNames::apply()).
+struct NameUpdate {
+  enum class Kind : std::uint8_t {
+    announced,  // an open was recorded (and connected our channel, if `local`)
+    withdrawn,  // a close withdrew the name (our channel `local`, if any, lost its peer)
+    aborted,    // an abort for our channel `local`: drop its reassembly
+    rejected,   // a contradiction: `fault`, `field`, `value` and `limit` say which
+  };
+  Kind kind = Kind::rejected;
+  std::uint16_t local = 0;  // our id for the name, 0 when we did not open it
+  ChannelFault fault = ChannelFault::none;
+  const char* field = "";
+  std::uint64_t value = 0;
+  std::uint64_t limit = 0;
+};
+
 template <std::size_t MaxChannels>
 struct ChannelNames {
   static_assert(MaxChannels >= 1 && MaxChannels <= kMaxChannelId);
@@ -111,6 +139,70 @@ struct ChannelNames {
     *entry = remote[--remote_count];
     remote[remote_count] = {};
   }
+  // The name service: applies one control record (decode_control() passed)
+  // from the peer. Rejects contradictions without changing anything: a name
+  // announced again under another id, an id announced for a second name,
+  // a close or abort that matches no announcement, more names than fit.
+  [[nodiscard]] NameUpdate apply(const ControlMessage& message) noexcept {
+    ChannelName name;
+    (void)name.assign(message.name, message.name_length);  // decode_control() checked it
+    NameUpdate update;
+    update.local = find_local(name);
+    const auto reject = [&](ChannelFault fault, const char* field, std::uint64_t value,
+                            std::uint64_t limit) {
+      update.kind = NameUpdate::Kind::rejected;
+      update.fault = fault;
+      update.field = field;
+      update.value = value;
+      update.limit = limit;
+      return update;
+    };
+    if (message.type == static_cast<std::uint16_t>(ControlType::abort)) {
+      // Addressed by our id for the channel; the name must agree.
+      if (message.channel > MaxChannels || !local[message.channel].open ||
+          !local[message.channel].name.equals(name.bytes, name.length)) {
+        return reject(ChannelFault::unknown_close, "channel", message.channel, MaxChannels);
+      }
+      update.kind = NameUpdate::Kind::aborted;
+      update.local = message.channel;
+      return update;
+    }
+    RemoteName* remote_entry = find_remote(name);
+    if (message.type == static_cast<std::uint16_t>(ControlType::open)) {
+      RemoteName* holder = find_remote_id(message.channel);
+      if ((remote_entry != nullptr && remote_entry->id != message.channel) ||
+          (holder != nullptr && holder != remote_entry)) {
+        return reject(ChannelFault::announced_twice, "channel", message.channel,
+                      remote_entry != nullptr ? remote_entry->id : holder->id);
+      }
+      if (remote_entry == nullptr) remote_entry = add_remote();
+      if (remote_entry == nullptr) {
+        return reject(ChannelFault::too_many_names, "name", MaxChannels + 1, MaxChannels);
+      }
+      remote_entry->name = name;
+      remote_entry->id = message.channel;
+      remote_entry->max_message_size = message.max_message_size;
+      remote_entry->window = message.credit_window;
+      if (update.local != 0) connect(local[update.local], *remote_entry);
+      update.kind = NameUpdate::Kind::announced;
+      return update;
+    }
+    if (remote_entry == nullptr || remote_entry->id != message.channel) {
+      return reject(ChannelFault::unknown_close, "channel", message.channel,
+                    remote_entry != nullptr ? remote_entry->id : 0);
+    }
+    erase_remote(remote_entry);
+    if (update.local != 0) {
+      LocalChannel& channel = local[update.local];
+      channel.remote_id.store(0, std::memory_order_relaxed);
+      channel.close_reported = false;
+      // R13: the withdrawn id is visible with the close; pairs with A10.
+      channel.remote_closed.store(true, std::memory_order_release);
+    }
+    update.kind = NameUpdate::Kind::withdrawn;
+    return update;
+  }
+
   void forget_remotes() noexcept {
     for (std::size_t i = 0; i < remote_count; ++i) remote[i] = {};
     remote_count = 0;

@@ -69,6 +69,7 @@ enum class LinkInitStatus : std::uint8_t {
   ok,
   bad_geometry,  // the output section cannot hold a ring toward every peer
   misaligned,    // the output sections are not 64-byte aligned
+  too_many_peers,  // the link has more peers than this Link was built for (MaxPeers)
 };
 
 [[nodiscard]] constexpr const char* describe(LinkInitStatus status) noexcept {
@@ -78,6 +79,8 @@ enum class LinkInitStatus : std::uint8_t {
       return "output section too small for a ring toward every peer (needs 4 KiB plus 2240 "
              "bytes per other peer)";
     case LinkInitStatus::misaligned: return "output sections are not 64-byte aligned";
+    case LinkInitStatus::too_many_peers:
+      return "the link has more peers than this build supports (raise MaxPeers)";
   }
   return "unknown link init status";
 }
@@ -121,8 +124,12 @@ struct DeliveryCount {
   std::uint64_t delivered = 0;
 };
 
-template <std::size_t MaxHeld = 64>
+// MaxPeers: the largest link this Link can join (an inmate that knows its
+// links sets it low to keep its per-pair state small).
+template <std::size_t MaxHeld = 64, std::size_t MaxPeers = ivshmem::kMaxPeers>
 class Link {
+  static_assert(MaxPeers >= ivshmem::kMinPeers && MaxPeers <= ivshmem::kMaxPeers);
+
  public:
   Link() noexcept = default;
   Link(const Link&) = delete;
@@ -134,6 +141,7 @@ class Link {
   // then publishes READY. Rings are set up later, per peer, by poll().
   [[nodiscard]] LinkInitStatus init(ivshmem::Device& device) noexcept {
     const std::uint32_t peers = device.peer_count();
+    if (peers > MaxPeers) return LinkInitStatus::too_many_peers;
     const std::span<std::byte> own = device.own_output_section();
     if (!LinkGeometry::compute(peers, own.size(), geometry_)) return LinkInitStatus::bad_geometry;
     for (std::uint32_t peer = 0; peer < peers; ++peer) {
@@ -146,7 +154,6 @@ class Link {
     own_ = own.data();
     data_vector_ = device.vector_count() > 1 ? 1 : 0;
     running_pairs_ = 0;
-    space_wanted_ = 0;
 
     LinkHeader& header = own_header();
     // Our own memory, but read as shared: a previous incarnation wrote it.
@@ -166,7 +173,7 @@ class Link {
     // F3: the withdrawn magic is visible before any slot changes below;
     // pairs with the re-check in read_peer() (A4).
     std::atomic_thread_fence(std::memory_order_release);
-    for (std::uint32_t peer = 0; peer < ivshmem::kMaxPeers; ++peer) {
+    for (std::uint32_t peer = 0; peer < MaxPeers; ++peer) {
       pairs_[peer] = {};
       if (peer < peers && peer != self_) retire_session(own_slot(peer));
     }
@@ -246,9 +253,11 @@ class Link {
   // A sender about to wait for room toward `peer` (ring space or credit):
   // asks `peer` to ring us when it frees some. Re-check the room after it
   // returns; sleep only if there is still none.
+  // Threading: the sending side toward `peer`.
   void want_space(std::uint32_t peer) noexcept {
-    ++space_wanted_;
-    store(own_slot(peer).space_wanted, space_wanted_, std::memory_order_relaxed);
+    Pair& pair = pairs_[peer];
+    ++pair.space_wanted;
+    store(own_slot(peer).space_wanted, pair.space_wanted, std::memory_order_relaxed);
     // F8: the request is ordered before the caller's re-read of `consumed`
     // and the credit table; pairs with F9 in space_freed().
     std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -256,7 +265,7 @@ class Link {
 
   // After freeing room for `peer` (a ring release or credit given back):
   // rings `peer`'s data vector if it asked for room since we last rang.
-  // Returns whether it rang.
+  // Returns whether it rang. Threading: the receiving side.
   bool space_freed(std::uint32_t peer) noexcept {
     Pair& pair = pairs_[peer];
     if (!pair.rx_attached) return false;
@@ -360,7 +369,8 @@ class Link {
     bool rx_attached = false;
     std::uint64_t delivered = 0;
     std::uint16_t peer_version = 0;
-    std::uint32_t space_rung = 0;  // the peer's space_wanted we last rang for
+    std::uint32_t space_rung = 0;    // receiving side: the peer's space_wanted we last rang for
+    std::uint32_t space_wanted = 0;  // sending side: shadow of our PeerSlot::space_wanted
     RingProducer tx;
     RingConsumer<MaxHeld> rx;
     CreditLedger ledger;
@@ -570,8 +580,7 @@ class Link {
   std::uint32_t previous_epoch_ = 0;
   std::uint32_t data_vector_ = 0;
   std::uint32_t running_pairs_ = 0;
-  std::uint32_t space_wanted_ = 0;  // shadow of our PeerSlot::space_wanted (same in every slot)
-  Pair pairs_[ivshmem::kMaxPeers];
+  Pair pairs_[MaxPeers];
 };
 
 }  // namespace cellink::transports
