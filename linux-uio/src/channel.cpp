@@ -117,14 +117,13 @@ struct Acquired {
 // the timeout says) until local channel `channel` has a `size`-byte record
 // reserved toward its peer, checking shutdown, close, reset, rendezvous,
 // the receiver's maximum (`message_size`), credit and ring room.
-// `continuing`: a fragment of a message already half out (its checks were
-// made). A single record (`whole`) yields to another thread's fragmented
+// A single record (`whole`) yields to another thread's fragmented
 // message instead of waiting inside it. With `fill.now`, the bytes are
 // copied and sealed in the same hold of the pair's lock, so a thread that
 // is preempted never holds back the other threads' records.
 Acquired acquire_record(ChannelState& channel, std::size_t message_size, std::uint32_t size,
-                        RoomWait& room, std::chrono::nanoseconds timeout, bool continuing,
-                        bool whole, const Fill& fill = {}) {
+                        RoomWait& room, std::chrono::nanoseconds timeout, bool whole,
+                        const Fill& fill = {}) {
   Core& core = *channel.core;
   PeerPair& pair = core.pairs[channel.peer];
   for (;;) {
@@ -145,7 +144,8 @@ Acquired acquire_record(ChannelState& channel, std::size_t message_size, std::ui
     switch (status) {
       case ChannelStatus::ok: break;
       case ChannelStatus::peer_reset: return Acquired(make_error_code(MessageErrc::peer_reset));
-      case ChannelStatus::channel_closed: return Acquired(make_error_code(MessageErrc::channel_closed));
+      case ChannelStatus::channel_closed:
+        return Acquired(make_error_code(MessageErrc::channel_closed));
       case ChannelStatus::message_too_large:
         return Acquired(make_error_code(MessageErrc::message_too_large));
       default:  // not_connected
@@ -162,8 +162,7 @@ Acquired acquire_record(ChannelState& channel, std::size_t message_size, std::ui
     acquired.resets = core.protocol.resets(channel.peer);
     {
       const std::lock_guard tx(pair.tx_mutex);
-      const transports::LocalChannel& state =
-          core.protocol.channel(channel.peer, channel.local_id);
+      const transports::LocalChannel& state = core.protocol.channel(channel.peer, channel.local_id);
       if (whole && state.fragmenting) {
         acquired.behind_fragments = true;
         return acquired;
@@ -173,34 +172,28 @@ Acquired acquire_record(ChannelState& channel, std::size_t message_size, std::ui
       if (!whole && core.protocol.loan_in_flight(channel.peer)) {
         status = ChannelStatus::loan_in_progress;
       } else {
-        status = core.protocol.reserve(channel.peer, channel.local_id, remote, size,
-                                       acquired.resets, acquired.ticket);
-        if (status == ChannelStatus::ok && fill.now) {
-          std::copy_n(fill.bytes.data(), fill.bytes.size(), acquired.ticket.payload.data());
-          status = core.protocol.seal(channel.peer, acquired.ticket, size, fill.more,
-                                      acquired.resets);
-          if (status == ChannelStatus::retry) status = ChannelStatus::peer_reset;
-          if (status == ChannelStatus::peer_reset) {
-            return Acquired(make_error_code(MessageErrc::peer_reset));
-          }
-        }
+        status = fill.now ? core.protocol.write(channel.peer, channel.local_id, remote, fill.bytes,
+                                                fill.more, acquired.resets)
+                          : core.protocol.reserve(channel.peer, channel.local_id, remote, size,
+                                                  acquired.resets, acquired.ticket);
       }
     }
     switch (status) {
       case ChannelStatus::ok: return acquired;
-      case ChannelStatus::retry: continue;  // a reset, reported next time round
+      case ChannelStatus::retry:
+      case ChannelStatus::peer_reset: continue;  // preflight() reports the reset
       case ChannelStatus::ring_broken:
         report_broken_tx(core, channel.peer);
-        if (core.protocol.broken(channel.peer)) return Acquired(make_error_code(MessageErrc::link_broken));
+        if (core.protocol.broken(channel.peer))
+          return Acquired(make_error_code(MessageErrc::link_broken));
         continue;  // the peer restarted under us: reported as peer_reset
       case ChannelStatus::credit_fault: return Acquired(make_error_code(MessageErrc::link_broken));
       default: break;  // would_block, loan_in_progress
     }
-    (void)continuing;
     if (timeout == kNoWait) {
       return Acquired(make_error_code(status == ChannelStatus::loan_in_progress
-                                  ? MessageErrc::loan_in_progress
-                                  : MessageErrc::would_block));
+                                          ? MessageErrc::loan_in_progress
+                                          : MessageErrc::would_block));
     }
     if (!room.wait(channel, size)) return Acquired(make_error_code(MessageErrc::timed_out));
   }
@@ -212,10 +205,31 @@ Acquired acquire_record(ChannelState& channel, std::size_t message_size, std::ui
 std::optional<std::error_code> send_record(ChannelState& channel,
                                            std::span<const std::byte> message,
                                            std::chrono::nanoseconds timeout) {
-  RoomWait room(*channel.core, timeout);
+  Core& core = *channel.core;
+  // First try: connected, room and credit at once. Everything else (waits,
+  // resets, errors) takes acquire_record(), which checks it all again.
+  if (!core.shut_down.load(std::memory_order_relaxed) &&
+      !channel.closed.load(std::memory_order_relaxed)) {
+    std::uint16_t remote = 0;
+    const std::uint64_t resets = core.protocol.resets(channel.peer);
+    const ChannelStatus checked =
+        core.protocol.preflight(channel.peer, channel.local_id, message.size(), remote);
+    // preflight() reports a reset once: it is this call's answer.
+    if (checked == ChannelStatus::peer_reset) return make_error_code(MessageErrc::peer_reset);
+    if (checked == ChannelStatus::ok &&
+        message.size() <= core.protocol.max_chunk(channel.peer, channel.local_id)) {
+      const std::lock_guard tx(core.pairs[channel.peer].tx_mutex);
+      if (!core.protocol.channel(channel.peer, channel.local_id).fragmenting &&
+          core.protocol.write(channel.peer, channel.local_id, remote, message, false, resets) ==
+              ChannelStatus::ok) {
+        return std::error_code{};
+      }
+    }
+  }
+  RoomWait room(core, timeout);
   const auto size = static_cast<std::uint32_t>(message.size());
-  const Acquired acquired = acquire_record(channel, message.size(), size, room, timeout, false,
-                                           true, Fill{message, false, true});
+  const Acquired acquired = acquire_record(channel, message.size(), size, room, timeout, true,
+                                           Fill{message, false, true});
   if (acquired.behind_fragments) return std::nullopt;
   return acquired.error;
 }
@@ -231,8 +245,8 @@ std::error_code send_fragments(ChannelState& channel, std::span<const std::byte>
         std::min(message.size() - offset, chunk_limit == 0 ? core.max_record : chunk_limit);
     const bool more = offset + chunk < message.size();
     const Acquired acquired =
-        acquire_record(channel, message.size(), static_cast<std::uint32_t>(chunk), room,
-                       timeout, offset != 0, false, Fill{message.subspan(offset, chunk), more, true});
+        acquire_record(channel, message.size(), static_cast<std::uint32_t>(chunk), room, timeout,
+                       false, Fill{message.subspan(offset, chunk), more, true});
     if (acquired.error) {
       // Giving up with fragments already out owes the receiver an abort, so
       // it never joins the next message onto this one.
@@ -424,7 +438,8 @@ Channel::ResetReport Channel::last_reset() const {
   if (!state_) return {};
   Core& core = *state_->core;
   const std::lock_guard lock(core.mutex);
-  const transports::ChannelReset& reset = core.protocol.channel_reset(state_->peer, state_->local_id);
+  const transports::ChannelReset& reset =
+      core.protocol.channel_reset(state_->peer, state_->local_id);
   return {reset.resets, reset.sent, reset.delivered_known, reset.delivered};
 }
 
@@ -468,8 +483,8 @@ Loan Channel::loan(std::size_t size, std::chrono::nanoseconds timeout) {
   // for a fragmented message on the same channel to finish.
   const std::lock_guard send_lock(channel.send_mutex);
   RoomWait room(core, timeout);
-  const Acquired acquired = acquire_record(channel, size, static_cast<std::uint32_t>(size), room,
-                                           timeout, false, true);
+  const Acquired acquired =
+      acquire_record(channel, size, static_cast<std::uint32_t>(size), room, timeout, true);
   if (acquired.error) return ChannelState::make_loan_error(acquired.error);
   auto state = std::make_shared<detail::LoanState>();
   state->channel = state_;
@@ -500,12 +515,7 @@ Message Channel::receive(std::chrono::nanoseconds timeout) {
       transports::Record record;
       std::uint32_t credit = 0;
       if (protocol.take_next(channel.peer, channel.local_id, record, credit, sink)) {
-        detail::Inbound inbound;
-        inbound.sequence = record.sequence;
-        inbound.payload = record.payload;
-        inbound.peer_epoch = link.peer_epoch(channel.peer);
-        inbound.credit = credit;
-        return ChannelState::make_message(channel, std::move(inbound));
+        return ChannelState::make_message(channel, record, link.peer_epoch(channel.peer), credit);
       }
     }
     if (!channel.queue.empty()) {
@@ -526,7 +536,10 @@ Message Channel::receive(std::chrono::nanoseconds timeout) {
       state.close_reported = true;  // once per close, like peer_reset
       return ChannelState::make_error(MessageErrc::channel_closed);
     }
-    if (timeout == kNoWait) return ChannelState::make_error(MessageErrc::would_block);
+    if (timeout == kNoWait) {
+      protocol.idle_poll(channel.peer);  // nothing to read: answer a missed request for room
+      return ChannelState::make_error(MessageErrc::would_block);
+    }
     if (!spinning) {
       spinning = true;
       deadline = detail::deadline_after(timeout);
@@ -568,12 +581,12 @@ bool Channel::prepare_wait() {
   (void)core.pump(channel.peer);
   if (!channel.queue.empty()) return false;
   if (protocol.resets(channel.peer) != state.receive_resets_seen) return false;
-  if (protocol.broken(channel.peer) ||
-      (state.remote_closed.load() && !state.close_reported)) {
+  if (protocol.broken(channel.peer) || (state.remote_closed.load() && !state.close_reported)) {
     return false;
   }
   auto& link = protocol.link();
   if (link.readable(channel.peer) && !link.consumer(channel.peer).arm_wakeup()) return false;
+  protocol.idle(channel.peer);  // about to wait: answer a missed request for room
   return true;
 }
 

@@ -82,6 +82,18 @@ Message ChannelState::make_message(ChannelState& owner, detail::Inbound&& inboun
   return message;
 }
 
+Message ChannelState::make_message(ChannelState& owner, const transports::Record& record,
+                                   std::uint32_t peer_epoch, std::uint32_t credit) {
+  Message message;
+  message.owner_ = &owner;
+  ++owner.held_messages;
+  message.peer_epoch_ = peer_epoch;
+  message.record_sequence_ = record.sequence;
+  message.credit_ = credit;
+  message.payload_ = record.payload;
+  return message;
+}
+
 void ChannelState::release(Message& message) noexcept {
   if (message.owner_ == nullptr) return;
   ChannelState& owner = *message.owner_;

@@ -7,8 +7,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstring>
 #include <cerrno>
+#include <cstring>
 #include <string>
 #include <system_error>
 
@@ -214,8 +214,8 @@ void Core::drop_queue(ChannelState& channel) {
     const Inbound inbound = pop_inbound(channel);
     if (inbound.error != MessageErrc{}) continue;
     ++dropped_undelivered;
-    protocol.release_message(channel.peer, inbound.peer_epoch, channel.local_id,
-                             inbound.sequence, inbound.credit, false);
+    protocol.release_message(channel.peer, inbound.peer_epoch, channel.local_id, inbound.sequence,
+                             inbound.credit, false);
   }
 }
 
@@ -250,6 +250,10 @@ bool Core::process_events_locked() {
 }
 
 void Core::block(std::unique_lock<SessionMutex>& lock, Clock::time_point deadline) {
+  // About to sleep: answer any request for room our releases missed.
+  for (std::uint32_t peer = 0; peer < protocol.link().peer_count(); ++peer) {
+    if (peer != protocol.link().id()) protocol.idle(peer);
+  }
   const Clock::time_point now = Clock::now();
   const Clock::time_point until = std::min(deadline, now + kSafetyPoll);
   if (!waiter_active) {
@@ -333,7 +337,8 @@ Session::~Session() {
   const std::lock_guard lock(core_->mutex);
   std::array<std::unique_lock<detail::SessionMutex>, ivshmem::kMaxPeers> tx_locks;
   for (std::uint32_t peer = 0; peer < core_->protocol.link().peer_count(); ++peer) {
-    if (peer != core_->protocol.link().id()) tx_locks[peer] = std::unique_lock(core_->pairs[peer].tx_mutex);
+    if (peer != core_->protocol.link().id())
+      tx_locks[peer] = std::unique_lock(core_->pairs[peer].tx_mutex);
   }
   core_->protocol.leave();
 }
@@ -343,8 +348,8 @@ Channel Session::open(std::string_view name, std::optional<std::uint32_t> peer_i
   const std::uint32_t peer = peer_id ? *peer_id : only_peer();
   if (peer >= core.protocol.link().peer_count() || peer == core.protocol.link().id()) {
     throw_invalid("cellink: open('" + std::string(name) + "'): peer " + std::to_string(peer) +
-                  " is not another peer of this " + std::to_string(core.protocol.link().peer_count()) +
-                  "-peer link");
+                  " is not another peer of this " +
+                  std::to_string(core.protocol.link().peer_count()) + "-peer link");
   }
   if (!transports::valid_channel_name(name.data(), name.size())) {
     throw_invalid("cellink: channel name '" + std::string(name) +
@@ -416,7 +421,8 @@ std::uint32_t Session::epoch() const noexcept {
 std::uint32_t Session::only_peer() const {
   if (core_->protocol.link().peer_count() != 2) {
     throw std::system_error(std::make_error_code(std::errc::invalid_argument),
-                            "cellink: this link has " + std::to_string(core_->protocol.link().peer_count()) +
+                            "cellink: this link has " +
+                                std::to_string(core_->protocol.link().peer_count()) +
                                 " peers: name the peer to open a channel toward");
   }
   return core_->protocol.link().id() == 0 ? 1 : 0;
@@ -430,15 +436,17 @@ ResetReport Session::last_reset(std::uint32_t peer) const {
   const std::lock_guard lock(core_->mutex);
   if (peer >= ivshmem::kMaxPeers) return {};
   const transports::ResetCounts& counts = core_->protocol.last_reset(peer);
-  return {counts.resets, counts.peer_epoch, counts.sent, counts.delivered_known,
-          counts.delivered};
+  return {counts.resets, counts.peer_epoch, counts.sent, counts.delivered_known, counts.delivered};
 }
 
 std::optional<std::uint64_t> Session::delivered_from_previous_run(std::uint32_t peer) const {
   const std::lock_guard lock(core_->mutex);
   const std::uint32_t previous = core_->protocol.link().previous_epoch();
-  if (previous == 0 || peer >= core_->protocol.link().peer_count() || peer == core_->protocol.link().id()) return {};
-  const transports::DeliveryCount count = core_->protocol.link().delivered_in_session(peer, previous, 0);
+  if (previous == 0 || peer >= core_->protocol.link().peer_count() ||
+      peer == core_->protocol.link().id())
+    return {};
+  const transports::DeliveryCount count =
+      core_->protocol.link().delivered_in_session(peer, previous, 0);
   if (!count.known) return {};
   return count.delivered;
 }

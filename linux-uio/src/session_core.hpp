@@ -78,8 +78,8 @@ struct Inbound {
 };
 
 struct PeerPair {
-  SessionMutex tx_mutex;                 // the core's tx side toward this peer
-  Clock::time_point drain_deadline{};    // guarded by Core::mutex
+  SessionMutex tx_mutex;               // the core's tx side toward this peer
+  Clock::time_point drain_deadline{};  // guarded by Core::mutex
 };
 
 struct Core;
@@ -103,6 +103,9 @@ struct ChannelState {
   // Friend access to Message and Loan (channel.cpp, message.cpp).
   // Caller holds Core::mutex.
   static Message make_message(ChannelState& owner, Inbound&& inbound);
+  // Caller holds Core::mutex: a whole record read in place (zero copy).
+  static Message make_message(ChannelState& owner, const transports::Record& record,
+                              std::uint32_t peer_epoch, std::uint32_t credit);
   static Message make_error(MessageErrc error) { return Message{error}; }
   static void release(Message& message) noexcept;
   static Loan make_loan(const std::shared_ptr<LoanState>& state, std::span<std::byte> data);

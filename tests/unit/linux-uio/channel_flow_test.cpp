@@ -145,12 +145,13 @@ TEST(ChannelFlow, AFullWindowIsWouldBlockForThatChannelOnly) {
   EXPECT_EQ(pair.a_out.send(numbered(0, 100), kNoWait), MessageErrc::would_block);
 }
 
-// The sender's own PeerSlot toward the receiver (peer 1): its space_wanted word.
+// The sender's (peer 0) request for room toward the receiver (peer 1): the
+// space_wanted word of its consumer area for ring 1 -> 0.
 std::uint32_t space_wanted(LoopbackLink& link) {
   const std::span<std::byte> own = link.device(0).own_output_section();
-  const auto* slot = reinterpret_cast<const transports::PeerSlot*>(
-      own.data() + transports::LinkGeometry::peer_slot_offset(1));
-  return transports::load_shared(slot->space_wanted, std::memory_order_acquire);
+  const auto* area = reinterpret_cast<const transports::ConsumerArea*>(
+      own.data() + transports::LinkGeometry::consumer_area_offset(1));
+  return transports::load_shared(area->wake_after.space_wanted, std::memory_order_acquire);
 }
 
 TEST(ChannelFlow, ABlockedSenderIsWokenByTheReadersReleaseThroughOneDoorbell) {

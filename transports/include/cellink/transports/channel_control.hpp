@@ -44,7 +44,7 @@ struct ControlMessage {
   // open: the bytes of records the sender of this open lets the other side
   // have outstanding on the channel (channel_credit.hpp); close, abort: 0.
   std::uint32_t credit_window;
-  char name[kMaxChannelName];      // not NUL-terminated; bytes past name_length are zero
+  char name[kMaxChannelName];  // not NUL-terminated; bytes past name_length are zero
 };
 static_assert(offsetof(ControlMessage, type) == 0);
 static_assert(offsetof(ControlMessage, channel) == 2);
@@ -59,9 +59,9 @@ static_assert(std::is_trivially_copyable_v<ControlMessage> &&
 
 enum class ControlError : std::uint8_t {
   none,
-  bad_length,       // the record is not sizeof(ControlMessage) bytes
-  bad_type,         // neither open nor close
-  bad_channel,      // id 0 or above kMaxChannelId
+  bad_length,        // the record is not sizeof(ControlMessage) bytes
+  bad_type,          // neither open nor close
+  bad_channel,       // id 0 or above kMaxChannelId
   bad_name,          // empty, too long, contains NUL or a control byte, or junk after it
   nonzero_reserved,  // reserved bytes are not zero
   bad_window,        // open: credit_window outside kMinCreditWindow..kMaxCreditWindow;

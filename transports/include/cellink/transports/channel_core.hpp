@@ -61,8 +61,8 @@ struct ChannelCoreOptions {
 };
 
 template <std::size_t MaxHeld = 64, std::size_t MaxChannels = kMaxChannelId,
-          std::size_t MaxPeers = ivshmem::kMaxPeers,
-          std::size_t MaxInFlight = 16, std::size_t MaxControlQueued = 2 * kMaxChannelId + 2>
+          std::size_t MaxPeers = ivshmem::kMaxPeers, std::size_t MaxInFlight = 16,
+          std::size_t MaxControlQueued = 2 * kMaxChannelId + 2>
 class ChannelCore {
  public:
   using Names = ChannelNames<MaxChannels>;
@@ -224,40 +224,54 @@ class ChannelCore {
   }
 
   // tx(peer): reserves a `size`-byte record on local channel `id`, sent to
-  // `remote` (from preflight()), that is the start of a message or carries
-  // on the channel's fragmented message (`continuing`). Writes any control
-  // records owed first (the name service, an abort for a message given up).
+  // `remote` (from preflight()), for the caller to fill and seal() (a Loan).
+  // Writes any control records owed first (the name service, an abort for
+  // a message given up).
   [[nodiscard]] ChannelStatus reserve(std::uint32_t peer, std::uint16_t id, std::uint16_t remote,
                                       std::uint32_t size, std::uint64_t resets_seen,
                                       Ticket& out) noexcept {
     Pair& pair = pairs_[peer];
-    LocalChannel& channel = names_[peer].local[id];
-    if (!running(peer) || resets(peer) != resets_seen) return ChannelStatus::retry;
-    flush_control(peer);
-    if (!pair.control.empty()) return ChannelStatus::would_block;  // control goes first
-    if (channel.abort_pending) {
-      if (!write_control(peer, ControlType::abort, channel.sent_to, channel)) {
-        return tx_failure(peer);
-      }
-      channel.abort_pending = false;
-    }
-    CreditGauge& gauge = link_.gauge(peer);
-    const std::uint32_t stride = static_cast<std::uint32_t>(record_stride(size));
     if (pair.tickets.full()) return ChannelStatus::loan_in_progress;
-    if (!gauge.take(remote, stride, channel.remote_window.load(std::memory_order_relaxed))) {
-      if (gauge.fault(remote) == CreditFault::none) return ChannelStatus::would_block;
-      return credit_fault(peer, id, remote);
+    RingProducer::Reservation reservation;
+    const ChannelStatus status = prepare(peer, id, remote, size, resets_seen, reservation);
+    if (status != ChannelStatus::ok) return status;
+    out =
+        pair.tickets.add(reservation, id, remote, static_cast<std::uint32_t>(record_stride(size)));
+    return ChannelStatus::ok;
+  }
+
+  // tx(peer): writes `bytes` as one record on local channel `id` (a whole
+  // message, or a fragment that the next record continues when `more`) and
+  // publishes it. The fast path: with no Loan in flight the record goes
+  // straight to the ring; behind a Loan it waits in the ticket queue.
+  [[nodiscard]] ChannelStatus write(std::uint32_t peer, std::uint16_t id, std::uint16_t remote,
+                                    std::span<const std::byte> bytes, bool more,
+                                    std::uint64_t resets_seen) noexcept {
+    Pair& pair = pairs_[peer];
+    const auto size = static_cast<std::uint32_t>(bytes.size());
+    if (!pair.tickets.empty()) {
+      Ticket ticket;
+      const ChannelStatus status = reserve(peer, id, remote, size, resets_seen, ticket);
+      if (status != ChannelStatus::ok) return status;
+      __builtin_memcpy(ticket.payload.data(), bytes.data(), bytes.size());
+      return seal(peer, ticket, size, more, resets_seen);
     }
     RingProducer::Reservation reservation;
-    const ProduceStatus status = link_.producer(peer).reserve(size, remote, reservation);
-    if (status != ProduceStatus::ok) {
-      gauge.untake(remote, stride);
-      if (status == ProduceStatus::full) return ChannelStatus::would_block;
-      return status == ProduceStatus::broken ? ChannelStatus::ring_broken
-                                             : ChannelStatus::message_too_large;
+    const ChannelStatus status = prepare(peer, id, remote, size, resets_seen, reservation);
+    if (status != ChannelStatus::ok) return status;
+    __builtin_memcpy(reservation.payload.data(), bytes.data(), bytes.size());
+    RingProducer& producer = link_.producer(peer);
+    if (producer.commit(reservation, size, more ? kRecordMoreFragments : std::uint16_t{0}) !=
+        ProduceStatus::ok) {
+      return ChannelStatus::ring_broken;
     }
-    channel.sent_to = remote;
-    out = pair.tickets.add(reservation, id, remote, stride);
+    link_.gauge(peer).sent(remote, static_cast<std::uint32_t>(record_stride(size)), more ? 0 : 1);
+    names_[peer].local[id].fragmenting = more;
+    if (!more) ++pair.sent_in_session;
+    if (producer.publish(link_.device(), peer, link_.data_vector())) {
+      // Relaxed: a count, summed by stats().
+      tx_doorbells_.fetch_add(1, std::memory_order_relaxed);
+    }
     return ChannelStatus::ok;
   }
 
@@ -295,8 +309,7 @@ class ChannelCore {
   // tx(peer): before waiting for room, asks the receiver for a space-freed
   // doorbell, then re-checks: true when room may have appeared meanwhile
   // (try again instead of sleeping).
-  [[nodiscard]] bool want_space(std::uint32_t peer, std::uint16_t id,
-                                std::uint32_t size) noexcept {
+  [[nodiscard]] bool want_space(std::uint32_t peer, std::uint16_t id, std::uint32_t size) noexcept {
     if (!running(peer)) return true;
     link_.want_space(peer);
     const LocalChannel& channel = names_[peer].local[id];
@@ -352,8 +365,21 @@ class ChannelCore {
   void poll(Sink& sink) noexcept {
     link_.poll([&](const LinkEvent& event) { on_link_event(event, sink); });
     for (std::uint32_t peer = 0; peer < link_.peer_count(); ++peer) {
-      if (peer != link_.id() && running(peer)) flush_control(peer);
+      if (peer == link_.id()) continue;
+      if (running(peer)) flush_control(peer);
+      idle(peer);
     }
+  }
+
+  // rx: the receiving side has nothing to do for `peer` now (it found its
+  // ring empty, or is about to sleep): answers a request for room that the
+  // releases' unfenced check may have missed (Link::space_freed()).
+  void idle(std::uint32_t peer) noexcept { ring_if_space_wanted(peer, true); }
+  // rx: the same for a caller that polls in a loop: the fence is paid on
+  // every 64th empty poll only, so polling stays cheap and a missed
+  // request waits at most 64 polls.
+  void idle_poll(std::uint32_t peer) noexcept {
+    if ((++pairs_[peer].empty_polls & 63U) == 0) idle(peer);
   }
 
   // rx: reads `peer`'s ring until it is empty or the sink says stop.
@@ -480,8 +506,9 @@ class ChannelCore {
     // rx.
     std::uint64_t outstanding = 0;  // current-session messages handed out, not released
     bool broken = false;
-    bool ring_drained = true;   // the last read found the ring empty (or broken)
-    bool spill_futile = false;  // the last spill freed nothing; retry after a release
+    bool ring_drained = true;       // the last read found the ring empty (or broken)
+    bool spill_futile = false;      // the last spill freed nothing; retry after a release
+    std::uint32_t empty_polls = 0;  // idle_poll()'s count
     ResetCounts last_reset;
     ChannelReset channel_resets[MaxChannels + 1] = {};
     // tx(peer).
@@ -489,6 +516,45 @@ class ChannelCore {
     TicketQueue<MaxInFlight> tickets;
     ControlQueue<MaxControlQueued> control;
   };
+
+  // tx(peer): the checks and the ring reservation every record makes:
+  // the session, control records owed first, credit, ring room.
+  [[nodiscard]] ChannelStatus prepare(std::uint32_t peer, std::uint16_t id, std::uint16_t remote,
+                                      std::uint32_t size, std::uint64_t resets_seen,
+                                      RingProducer::Reservation& reservation) noexcept {
+    Pair& pair = pairs_[peer];
+    LocalChannel& channel = names_[peer].local[id];
+    if (!running(peer) || resets(peer) != resets_seen) return ChannelStatus::retry;
+    if (!pair.control.empty()) {
+      flush_control(peer);
+      if (!pair.control.empty()) return ChannelStatus::would_block;  // control goes first
+    }
+    if (channel.abort_pending) {
+      if (!write_control(peer, ControlType::abort, channel.sent_to, channel)) {
+        return tx_failure(peer);
+      }
+      channel.abort_pending = false;
+    }
+    CreditGauge& gauge = link_.gauge(peer);
+    if (gauge.fault(remote) != CreditFault::none) {
+      // Reported when it was latched; a restarted peer is a reset instead.
+      return link_.session_intact(peer) ? ChannelStatus::credit_fault : ChannelStatus::would_block;
+    }
+    const auto stride = static_cast<std::uint32_t>(record_stride(size));
+    if (!gauge.take(remote, stride, channel.remote_window.load(std::memory_order_relaxed))) {
+      if (gauge.fault(remote) == CreditFault::none) return ChannelStatus::would_block;
+      return credit_fault(peer, id, remote);
+    }
+    const ProduceStatus status = link_.producer(peer).reserve(size, remote, reservation);
+    if (status != ProduceStatus::ok) {
+      gauge.untake(remote, stride);
+      if (status == ProduceStatus::full) return ChannelStatus::would_block;
+      return status == ProduceStatus::broken ? ChannelStatus::ring_broken
+                                             : ChannelStatus::message_too_large;
+    }
+    channel.sent_to = remote;
+    return ChannelStatus::ok;
+  }
 
   // tx(peer): commits the sealed prefix of the reservations in ring order,
   // then publishes it and rings the receiver if it asked. False: ring broke.
@@ -602,8 +668,8 @@ class ChannelCore {
     diagnostic_.name_length = name.length;
   }
 
-  void ring_if_space_wanted(std::uint32_t peer) noexcept {
-    if (link_.space_freed(peer)) {
+  void ring_if_space_wanted(std::uint32_t peer, bool fenced = false) noexcept {
+    if (link_.space_freed(peer, fenced)) {
       ++stats_.doorbells_rung;
       ++stats_.space_doorbells;
     }
@@ -643,9 +709,8 @@ class ChannelCore {
     }
     const auto credit = static_cast<std::uint32_t>(record_stride(record.payload.size()));
     const std::uint16_t id = record.channel;
-    LocalChannel* target = id <= MaxChannels && names_[peer].local[id].open
-                               ? &names_[peer].local[id]
-                               : nullptr;
+    LocalChannel* target =
+        id <= MaxChannels && names_[peer].local[id].open ? &names_[peer].local[id] : nullptr;
     const auto refuse = [&] {
       (void)rx.release(record);
       link_.ledger(peer).give_back(id, credit, 0);
@@ -825,7 +890,7 @@ class ChannelCore {
   std::uint32_t max_record_ = 0;
   Names names_[MaxPeers];
   Pair pairs_[MaxPeers];
-  CoreStats stats_;  // rx side, but for the two atomics below
+  CoreStats stats_;                             // rx side, but for the two atomics below
   std::atomic<std::uint64_t> tx_doorbells_{0};  // data doorbells rung by senders
   std::atomic<std::uint64_t> faults_{0};        // every ChannelFault
   mutable std::atomic_flag diagnostic_busy_ = ATOMIC_FLAG_INIT;

@@ -68,10 +68,10 @@ static_assert(record_stride(max_payload_for_window(1000)) <= 1000);
 
 enum class CreditFault : std::uint8_t {
   none,
-  returned_went_backwards,  // `returned` fell below a value already seen
-  returned_beyond_sent,     // `returned` claims more bytes than were sent
-  delivered_went_backwards, // `delivered` fell below a value already seen
-  delivered_beyond_sent,    // `delivered` claims more messages than were sent
+  returned_went_backwards,   // `returned` fell below a value already seen
+  returned_beyond_sent,      // `returned` claims more bytes than were sent
+  delivered_went_backwards,  // `delivered` fell below a value already seen
+  delivered_beyond_sent,     // `delivered` claims more messages than were sent
 };
 
 [[nodiscard]] constexpr const char* describe(CreditFault fault) noexcept {
@@ -80,8 +80,7 @@ enum class CreditFault : std::uint8_t {
     case CreditFault::returned_went_backwards: return "credit 'returned' moved backwards";
     case CreditFault::returned_beyond_sent: return "credit 'returned' exceeds the bytes sent";
     case CreditFault::delivered_went_backwards: return "credit 'delivered' moved backwards";
-    case CreditFault::delivered_beyond_sent:
-      return "credit 'delivered' exceeds the messages sent";
+    case CreditFault::delivered_beyond_sent: return "credit 'delivered' exceeds the messages sent";
   }
   return "unknown credit fault";
 }
@@ -128,7 +127,7 @@ class CreditLedger {
 
  private:
   CreditTable* table_ = nullptr;
-  std::uint32_t returned_[kCreditEntries] = {};   // shadows: never read back from shared memory
+  std::uint32_t returned_[kCreditEntries] = {};  // shadows: never read back from shared memory
   std::uint32_t delivered_[kCreditEntries] = {};
 };
 
@@ -176,20 +175,22 @@ class CreditGauge {
     if (table_ == nullptr) return true;
     // A7: the receiver is done with the bytes it returned; pairs with R7 in
     // CreditLedger::give_back().
-    const std::uint32_t returned = load_shared(table_->entry[id].returned, std::memory_order_acquire);
+    const std::uint32_t returned =
+        load_shared(table_->entry[id].returned, std::memory_order_acquire);
     const std::uint32_t delivered =
         load_shared(table_->entry[id].delivered, std::memory_order_relaxed);
     // Modulo 2^32: a value below the last one seen wraps to huge.
     if (returned - channel.returned > channel.sent - channel.returned) {
-      return latch(channel, returned - channel.returned > 0x80000000U
-                                ? CreditFault::returned_went_backwards
-                                : CreditFault::returned_beyond_sent,
+      return latch(channel,
+                   returned - channel.returned > 0x80000000U ? CreditFault::returned_went_backwards
+                                                             : CreditFault::returned_beyond_sent,
                    returned, channel.sent);
     }
     if (delivered - channel.delivered > channel.messages - channel.delivered) {
-      return latch(channel, delivered - channel.delivered > 0x80000000U
-                                ? CreditFault::delivered_went_backwards
-                                : CreditFault::delivered_beyond_sent,
+      return latch(channel,
+                   delivered - channel.delivered > 0x80000000U
+                       ? CreditFault::delivered_went_backwards
+                       : CreditFault::delivered_beyond_sent,
                    delivered, channel.messages);
     }
     channel.returned = returned;
@@ -221,11 +222,11 @@ class CreditGauge {
 
  private:
   struct Channel {
-    std::uint32_t sent = 0;      // bytes of committed records (mod 2^32)
-    std::uint32_t taken = 0;     // bytes held by reservations in flight
-    std::uint32_t returned = 0;  // validated `returned` last read
-    std::uint32_t messages = 0;  // whole messages committed (mod 2^32)
-    std::uint32_t delivered = 0; // validated `delivered` last read
+    std::uint32_t sent = 0;       // bytes of committed records (mod 2^32)
+    std::uint32_t taken = 0;      // bytes held by reservations in flight
+    std::uint32_t returned = 0;   // validated `returned` last read
+    std::uint32_t messages = 0;   // whole messages committed (mod 2^32)
+    std::uint32_t delivered = 0;  // validated `delivered` last read
     CreditFault fault = CreditFault::none;
     std::uint32_t fault_value = 0;
     std::uint32_t fault_limit = 0;

@@ -64,9 +64,9 @@ struct LocalChannel {
   // Sending side (the pair's tx lock), except send_resets_seen (atomic: a
   // sender reads it before it takes the lock).
   std::atomic<std::uint64_t> send_resets_seen{0};
-  bool fragmenting = false;     // a fragmented message is half out
-  bool abort_pending = false;   // it was given up half out: an abort is owed
-  std::uint16_t sent_to = 0;    // the remote id the current session's records went to
+  bool fragmenting = false;    // a fragmented message is half out
+  bool abort_pending = false;  // it was given up half out: an abort is owed
+  std::uint16_t sent_to = 0;   // the remote id the current session's records went to
 };
 
 // One name the peer announced, whether or not we opened it.

@@ -72,10 +72,10 @@ enum class ChannelFault : std::uint8_t {
 struct ChannelDiagnostic {
   ChannelFault fault = ChannelFault::none;
   std::uint32_t peer = 0;
-  std::uint16_t channel = 0;      // our local id (0: the control channel)
-  const char* field = "";         // the field or rule, e.g. "credit_window", "returned"
-  std::uint64_t value = 0;        // what the peer wrote
-  std::uint64_t limit = 0;        // the bound it broke
+  std::uint16_t channel = 0;        // our local id (0: the control channel)
+  const char* field = "";           // the field or rule, e.g. "credit_window", "returned"
+  std::uint64_t value = 0;          // what the peer wrote
+  std::uint64_t limit = 0;          // the bound it broke
   char name[kMaxChannelName] = {};  // the channel's name, when known
   std::uint16_t name_length = 0;
 };

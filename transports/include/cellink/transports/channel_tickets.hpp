@@ -48,14 +48,15 @@ class TicketQueue {
     open_ = 0;
   }
   [[nodiscard]] bool full() const noexcept { return tail_ - head_ == MaxInFlight; }
+  [[nodiscard]] bool empty() const noexcept { return tail_ == head_; }
   // Tickets handed out and neither sealed nor abandoned (Loans, mostly).
   [[nodiscard]] std::uint32_t open() const noexcept { return open_; }
 
   // Queues `reservation` (made on the ring just now) for local channel `id`
   // (0: a control record, which takes no credit), sent to the receiver's id
   // `remote`, with `charged` bytes of credit taken. Precondition: !full().
-  Ticket add(const RingProducer::Reservation& reservation, std::uint16_t id,
-             std::uint16_t remote, std::uint32_t charged) noexcept {
+  Ticket add(const RingProducer::Reservation& reservation, std::uint16_t id, std::uint16_t remote,
+             std::uint32_t charged) noexcept {
     Slot& slot = slots_[tail_ % MaxInFlight];
     slot = {};
     slot.reservation = reservation;

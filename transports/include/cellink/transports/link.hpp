@@ -67,8 +67,8 @@ enum class PairState : std::uint8_t { idle, acked, tx_ready, running, draining, 
 
 enum class LinkInitStatus : std::uint8_t {
   ok,
-  bad_geometry,  // the output section cannot hold a ring toward every peer
-  misaligned,    // the output sections are not 64-byte aligned
+  bad_geometry,    // the output section cannot hold a ring toward every peer
+  misaligned,      // the output sections are not 64-byte aligned
   too_many_peers,  // the link has more peers than this Link was built for (MaxPeers)
 };
 
@@ -90,7 +90,7 @@ enum class PairFault : std::uint8_t {
   none,
   header_mismatch,   // the peer's LinkHeader disagrees with our geometry
   version_mismatch,  // the peer speaks another link protocol version
-  ring_broken,      // one of the pair's rings broke; see ring_diagnostic()
+  ring_broken,       // one of the pair's rings broke; see ring_diagnostic()
 };
 
 struct LinkEvent {
@@ -257,25 +257,39 @@ class Link {
   void want_space(std::uint32_t peer) noexcept {
     Pair& pair = pairs_[peer];
     ++pair.space_wanted;
-    store(own_slot(peer).space_wanted, pair.space_wanted, std::memory_order_relaxed);
+    // In our consumer area of ring peer -> us: its wake line, which the
+    // peer's producer reads on every publish anyway.
+    auto* area = reinterpret_cast<ConsumerArea*>(own_ + LinkGeometry::consumer_area_offset(peer));
+    store(area->wake_after.space_wanted, pair.space_wanted, std::memory_order_relaxed);
     // F8: the request is ordered before the caller's re-read of `consumed`
-    // and the credit table; pairs with F9 in space_freed().
+    // and the credit table; pairs with F9 in space_freed(fenced).
     std::atomic_thread_fence(std::memory_order_seq_cst);
   }
 
   // After freeing room for `peer` (a ring release or credit given back):
   // rings `peer`'s data vector if it asked for room since we last rang.
   // Returns whether it rang. Threading: the receiving side.
-  bool space_freed(std::uint32_t peer) noexcept {
+  //
+  // Unfenced (the hot path: every release), the load of the request may be
+  // served before our release stores are visible, so a request made just
+  // then can be missed once. The receiver therefore also calls it fenced
+  // whenever it goes idle (it found nothing to read, before it sleeps, and
+  // in every poll): a missed request is answered by the next release or the
+  // next idle moment, never lost.
+  bool space_freed(std::uint32_t peer, bool fenced = false) noexcept {
     Pair& pair = pairs_[peer];
     if (!pair.rx_attached) return false;
-    // F9: our `consumed` and `returned` stores are ordered before the load
-    // of the request; pairs with F8 in want_space() (store, fence, load on
-    // both sides, so one of them sees the other's store).
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    // Relaxed: ordered by F9; a hostile value only costs it doorbells.
+    if (fenced) {
+      // F9: our `consumed` and `returned` stores are ordered before the
+      // load of the request; pairs with F8 in want_space() (store, fence,
+      // load on both sides, so one of them sees the other's store).
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+    }
+    // Relaxed: ordered by F9 when fenced; a hostile value only costs it doorbells.
+    const auto* area = reinterpret_cast<const ConsumerArea*>(
+        section(peer) + LinkGeometry::consumer_area_offset(self_));
     const std::uint32_t wanted =
-        load_shared(peer_slot(peer, self_).space_wanted, std::memory_order_relaxed);
+        load_shared(area->wake_after.space_wanted, std::memory_order_relaxed);
     if (wanted == pair.space_rung) return false;
     pair.space_rung = wanted;
     return device_->doorbell(peer, data_vector_) == ivshmem::DoorbellStatus::ok;
@@ -370,7 +384,7 @@ class Link {
     std::uint64_t delivered = 0;
     std::uint16_t peer_version = 0;
     std::uint32_t space_rung = 0;    // receiving side: the peer's space_wanted we last rang for
-    std::uint32_t space_wanted = 0;  // sending side: shadow of our PeerSlot::space_wanted
+    std::uint32_t space_wanted = 0;  // sending side: shadow of our WakeLine::space_wanted
     RingProducer tx;
     RingConsumer<MaxHeld> rx;
     CreditLedger ledger;
@@ -416,7 +430,7 @@ class Link {
     }
     store(slot.acked_epoch, 0U, std::memory_order_relaxed);
     store(slot.tx_ready_epoch, 0U, std::memory_order_relaxed);
-    store(slot.space_wanted, 0U, std::memory_order_relaxed);
+    slot.reserved0 = 0;
     slot.session_epoch = 0;
     slot.delivered = 0;
     for (std::uint64_t& word : slot.reserved) word = 0;
@@ -491,8 +505,8 @@ class Link {
     }
     if (pair.state == PairState::draining) return;
     if (pair.state == PairState::idle) {
-      const PairFault mismatch = view.version != kLinkVersion ? PairFault::version_mismatch
-                                                              : PairFault::header_mismatch;
+      const PairFault mismatch =
+          view.version != kLinkVersion ? PairFault::version_mismatch : PairFault::header_mismatch;
       if (view.mismatch && pair.fault != mismatch) {
         pair.fault = mismatch;
         pair.peer_version = view.version;
@@ -514,6 +528,7 @@ class Link {
     Pair& pair = pairs_[peer];
     auto* area = reinterpret_cast<ConsumerArea*>(own_ + LinkGeometry::consumer_area_offset(peer));
     store(area->wake_after.value, kNotArmed, std::memory_order_relaxed);
+    store(area->wake_after.space_wanted, 0U, std::memory_order_relaxed);
     store(area->consumed.value, std::uint64_t{0}, std::memory_order_relaxed);
     PeerSlot& slot = own_slot(peer);
     retire_session(slot);
@@ -527,8 +542,8 @@ class Link {
     pair.tx = {};
     pair.rx = {};
     pair.gauge.detach();
-    pair.ledger.attach(reinterpret_cast<CreditTable*>(
-        own_ + LinkGeometry::credit_table_offset(self_, peer)));
+    pair.ledger.attach(
+        reinterpret_cast<CreditTable*>(own_ + LinkGeometry::credit_table_offset(self_, peer)));
     pair.peer_epoch = epoch;
     // R5: the consumer-area and credit-table resets are visible before the
     // ack; pairs with A5 in the peer's read_peer().

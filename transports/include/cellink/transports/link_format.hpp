@@ -21,7 +21,7 @@
 // reserved fields must be written as zero. Peers of one link speak one
 // version: a header with another version breaks the pair at the handshake
 // (PairFault::version_mismatch). Version 2 added the credit tables and
-// PeerSlot::space_wanted.
+// WakeLine::space_wanted (ring_format.hpp).
 //
 // Freestanding: no exceptions, no heap, no libc.
 #pragma once
@@ -63,11 +63,8 @@ struct alignas(kCacheLine) PeerSlot {
   std::uint32_t acked_epoch;     // p reset its consumer area of ring j -> p for j's epoch
   std::uint32_t tx_ready_epoch;  // p initialised its ring p -> j for j's epoch
   std::uint32_t session_epoch;   // p's own epoch when it acked (identifies the session)
-  // p, as a sender toward j, bumps this when it waits for room (ring space
-  // or channel credit) and wants j to ring it once it frees some. j rings
-  // when the value differs from the one it last rang for (channel_credit.hpp).
-  std::uint32_t space_wanted;
-  std::uint64_t delivered;       // messages from j that p released in this session
+  std::uint32_t reserved0;       // zero
+  std::uint64_t delivered;  // messages from j that p released in this session
   // The session before this one, kept so that a sender that reset (or whose
   // receiver reset) can learn how far that session got.
   std::uint32_t previous_acked_epoch;
@@ -78,7 +75,6 @@ struct alignas(kCacheLine) PeerSlot {
 static_assert(offsetof(PeerSlot, acked_epoch) == 0);
 static_assert(offsetof(PeerSlot, tx_ready_epoch) == 4);
 static_assert(offsetof(PeerSlot, session_epoch) == 8);
-static_assert(offsetof(PeerSlot, space_wanted) == 12);
 static_assert(offsetof(PeerSlot, delivered) == 16);
 static_assert(offsetof(PeerSlot, previous_acked_epoch) == 24);
 static_assert(offsetof(PeerSlot, previous_session_epoch) == 28);

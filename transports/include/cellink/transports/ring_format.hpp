@@ -12,7 +12,7 @@
 //
 //  consumer area (in the consumer's output section, 64-byte aligned)
 //  +0x00  IndexLine    consumed                  written by the consumer only
-//  +0x40  IndexLine    wake_after                written by the consumer only
+//  +0x40  WakeLine     wake_after, space_wanted  written by the consumer only
 //
 // Indices are free-running u64 byte counts; position = index & (capacity-1).
 // A record is an 8-byte RecordHeader and its payload padded to 8 bytes; it
@@ -69,9 +69,25 @@ static_assert(offsetof(ProducerArea, header) == 0x00);
 static_assert(offsetof(ProducerArea, produced) == 0x40);
 static_assert(sizeof(ProducerArea) == 0x80);
 
+// The consumer's requests for doorbells from the producer's cell, on one
+// line the producer reads anyway (every publish loads wake_after).
+struct alignas(kCacheLine) WakeLine {
+  std::uint64_t value;  // wake_after: doorbell me when produced passes this index
+  // Message layer, carried but not interpreted by the ring: the consumer's
+  // cell, as a sender on the reverse ring, bumps it to ask the producer's
+  // cell for a space-freed doorbell (docs/link.md, section 8).
+  std::uint32_t space_wanted;
+  std::uint32_t reserved;  // zero
+  std::uint8_t padding[kCacheLine - 16];
+};
+static_assert(offsetof(WakeLine, value) == 0);
+static_assert(offsetof(WakeLine, space_wanted) == 8);
+static_assert(sizeof(WakeLine) == kCacheLine);
+static_assert(std::is_trivially_copyable_v<WakeLine> && std::is_standard_layout_v<WakeLine>);
+
 struct ConsumerArea {
-  IndexLine consumed;    // end of the released prefix; the producer may reuse below it
-  IndexLine wake_after;  // doorbell me when produced passes this index
+  IndexLine consumed;   // end of the released prefix; the producer may reuse below it
+  WakeLine wake_after;  // doorbell me when produced passes wake_after.value
 };
 static_assert(offsetof(ConsumerArea, consumed) == 0x00);
 static_assert(offsetof(ConsumerArea, wake_after) == 0x40);
