@@ -441,12 +441,7 @@ ResetReport Session::last_reset(std::uint32_t peer) const {
 
 std::optional<std::uint64_t> Session::delivered_from_previous_run(std::uint32_t peer) const {
   const std::lock_guard lock(core_->mutex);
-  const std::uint32_t previous = core_->protocol.link().previous_epoch();
-  if (previous == 0 || peer >= core_->protocol.link().peer_count() ||
-      peer == core_->protocol.link().id())
-    return {};
-  const transports::DeliveryCount count =
-      core_->protocol.link().delivered_in_session(peer, previous, 0);
+  const transports::DeliveryCount count = core_->protocol.delivered_from_previous_run(peer);
   if (!count.known) return {};
   return count.delivered;
 }

@@ -112,6 +112,14 @@ class ChannelCore {
   [[nodiscard]] const ResetCounts& last_reset(std::uint32_t peer) const noexcept {
     return pairs_[peer].last_reset;
   }
+  // rx: for a restarted cell, how many of the messages its previous
+  // incarnation sent `peer` in their last session the peer released. Final
+  // once the pair runs again (the peer drained that session first).
+  [[nodiscard]] DeliveryCount delivered_from_previous_run(std::uint32_t peer) const noexcept {
+    const std::uint32_t previous = link_.previous_epoch();
+    if (previous == 0 || peer >= link_.peer_count() || peer == link_.id()) return {};
+    return link_.delivered_in_session(peer, previous, 0);
+  }
   // rx: whether `peer` broke the pair (its memory is corrupt or hostile).
   [[nodiscard]] bool broken(std::uint32_t peer) const noexcept { return pairs_[peer].broken; }
   // rx: the counters. The sending side's ones are atomics, read here relaxed.
