@@ -187,7 +187,8 @@ Acquired acquire_record(ChannelState& channel, std::size_t message_size, std::ui
         if (core.protocol.broken(channel.peer))
           return Acquired(make_error_code(MessageErrc::link_broken));
         continue;  // the peer restarted under us: reported as peer_reset
-      case ChannelStatus::credit_fault: return Acquired(make_error_code(MessageErrc::link_broken));
+      case ChannelStatus::credit_fault:
+        return Acquired(make_error_code(MessageErrc::channel_broken));
       default: break;  // would_block, loan_in_progress
     }
     if (timeout == kNoWait) {
@@ -247,6 +248,13 @@ std::error_code send_fragments(ChannelState& channel, std::span<const std::byte>
     const Acquired acquired =
         acquire_record(channel, message.size(), static_cast<std::uint32_t>(chunk), room, timeout,
                        false, Fill{message.subspan(offset, chunk), more, true});
+    // The chunk was sized before the rendezvous (or before the peer
+    // announced a smaller window): size it again now that it is known.
+    if (acquired.error == MessageErrc::loan_too_large &&
+        chunk > core.protocol.max_chunk(channel.peer, channel.local_id) &&
+        core.protocol.max_chunk(channel.peer, channel.local_id) != 0) {
+      continue;
+    }
     if (acquired.error) {
       // Giving up with fragments already out owes the receiver an abort, so
       // it never joins the next message onto this one.

@@ -26,6 +26,9 @@ class MessageCategory final : public std::error_category {
       case MessageErrc::shut_down: return "the session or channel was shut down";
       case MessageErrc::malformed_message: return "malformed typed message";
       case MessageErrc::loan_in_progress: return "another loan toward this peer is still open";
+      case MessageErrc::channel_broken:
+        return "the peer broke this channel's protocol (Session::diagnostic() says how); the "
+               "link's other channels go on";
     }
     return "unknown cellink message error " + std::to_string(value);
   }

@@ -101,6 +101,7 @@ bool RxSink::deliver(std::uint32_t peer, std::uint16_t id, const transports::Rec
 }
 
 void RxSink::append(std::uint32_t peer, std::uint16_t id, std::span<const std::byte> bytes) {
+  if (bytes.empty()) return;  // an empty fragment adds nothing
   std::vector<std::byte>& partial = core.channels[peer][id]->partial;
   const std::size_t at = partial.size();
   partial.resize(at + bytes.size());
@@ -124,7 +125,7 @@ void RxSink::fail(std::uint32_t peer, std::uint16_t id, transports::ChannelStatu
   Inbound inbound;
   inbound.error = status == transports::ChannelStatus::message_too_large
                       ? MessageErrc::message_too_large
-                      : MessageErrc::link_broken;
+                      : MessageErrc::channel_broken;
   core.push_inbound(channel, std::move(inbound));
   if (&channel != wanted) core.wake_sleepers();
 }

@@ -105,4 +105,29 @@ enum class DriverCommand : std::uint8_t {
   add_all,          // add(N + (a & 1) empty buffers)
 };
 
+// message_layer_fuzzer: what the hostile peer (or the Session under test)
+// does. The argument picks the channel (a & 8: "b", else "a"); a & 7 == 7
+// leaves the Session's events unprocessed after the command (kSkipEvents),
+// so that the next command meets records it has not read. The operands are
+// listed in message_layer_fuzzer.cpp, Harness::step().
+enum class PeerCommand : std::uint8_t {
+  raw_control,      // a control record of any length and content
+  crafted_control,  // an open, close or abort with chosen fields, one byte mutated or not
+  data_record,      // a data record or fragment for any channel id
+  receive,          // try_receive() on the channel, holding the message or not
+  receive_typed,    // try_receive() read as Cap'n Proto
+  victim_send,      // the Session sends on the channel (kNoWait)
+  restart,          // the peer restarts: a new incarnation and handshake
+  corrupt,          // the peer corrupts one byte of its own ring
+  drop_held,        // release every held message
+  tagged_message,   // a well-formed message by the rules (window, fragments, aborts)
+  past_window,      // whole records past the credit window the Session granted
+  credit_table,     // the peer's credit table for the Session's sends: truth or lies
+  space_wanted,     // any value in the peer's space_wanted (its request for a doorbell)
+  flood,            // many control records: > 255 names, one name many ids, ...
+  overflow,         // fragments past the Session's max_message_size
+  by_the_rules,     // announce, close or abort the channel's name by the rules
+};
+inline constexpr unsigned kSkipEvents = 7;  // argument bits: no event processing after
+
 }  // namespace cellink::fuzz

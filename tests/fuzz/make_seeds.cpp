@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "cellink/transports/channel_control.hpp"
 #include "cellink/transports/ring_format.hpp"
 #include "cellink/transports/ring_producer.hpp"
 #include "cellink/transports/virtq.hpp"
@@ -25,7 +26,9 @@
 namespace {
 
 using namespace cellink::transports;
+using cellink::fuzz::kSkipEvents;
 using cellink::fuzz::op;
+using cellink::fuzz::PeerCommand;
 using cellink::fuzz::SharedRegion;
 using Bytes = std::vector<std::uint8_t>;
 
@@ -448,6 +451,183 @@ void virtq_driver_seeds(SeedWriter& out) {
 }
 // clang-format on
 
+// --- message_layer_fuzzer ---------------------------------------------------
+//
+// Scripts of PeerCommand (commands.hpp); each command's operands are listed
+// in message_layer_fuzzer.cpp (Harness::step()). One seed per path of the
+// channel core the hostile peer must reach.
+
+// The command byte: `channel` 1 is "b"; `skip` leaves the Session's events
+// unprocessed after it.
+std::uint8_t peer(PeerCommand command, unsigned channel = 0, bool skip = false) {
+  return op(command, (channel != 0 ? 8U : 0U) | (skip ? kSkipEvents : 0U));
+}
+constexpr std::uint8_t lo(unsigned value) { return static_cast<std::uint8_t>(value); }
+constexpr std::uint8_t hi(unsigned value) { return static_cast<std::uint8_t>(value >> 8); }
+
+Bytes concat(std::initializer_list<Bytes> parts) {
+  Bytes out;
+  for (const Bytes& part : parts) out.insert(out.end(), part.begin(), part.end());
+  return out;
+}
+
+// clang-format off
+// Announces channel `c` by the rules: any free id, max 1 MiB, window 16 KiB
+// (or `window`, 64..65599).
+Bytes announce(unsigned c) { return {peer(PeerCommand::by_the_rules, c), 0, 0}; }
+Bytes announce_window(unsigned c, unsigned window) {
+  return {peer(PeerCommand::by_the_rules, c), 0x0c, 0, lo(4096), hi(4096), lo(window - 64),
+          hi(window - 64)};
+}
+// A tagged message of `size` bytes (% 200, or % 4096 with `large`), waiting
+// for credit with `wait`.
+Bytes tagged(unsigned c, unsigned size, bool wait = false, bool large = false) {
+  const unsigned word = size | (wait ? 0x8000U : 0U) | (large ? 0x4000U : 0U);
+  return {peer(PeerCommand::tagged_message, c), lo(word), hi(word), 0x11};
+}
+Bytes receive(unsigned c, bool hold = false) {
+  return {peer(PeerCommand::receive, c), static_cast<std::uint8_t>(hold ? 1 : 0)};
+}
+// `size`: bit 15 set: size % 40000 (41000: 1000 bytes, fragments), else % 600.
+Bytes victim_send(unsigned c, unsigned size) {
+  return {peer(PeerCommand::victim_send, c), lo(size), hi(size), 0x22};
+}
+// Our credit table entry for channel c's id: `mode` as in the fuzzer.
+Bytes credit(unsigned c, std::uint8_t mode, Bytes operands = {}) {
+  return concat({{peer(PeerCommand::credit_table, c), 1, mode}, operands});
+}
+// crafted_control: type 0 open, 1 close, 2 abort; name index 0 "a", 1 "b",
+// 2 "c", 3 "a "; an open's window is 64 + `window` unless `window_mode` says
+// otherwise; `at` >= 64: no mutation.
+Bytes crafted(unsigned type, unsigned name, unsigned id, unsigned window = 448,
+              std::uint8_t window_mode = 6, std::uint8_t at = 0xff, std::uint8_t value = 0) {
+  Bytes out{peer(PeerCommand::crafted_control), static_cast<std::uint8_t>(name | type << 3),
+            static_cast<std::uint8_t>(id)};
+  if (type != 0) {
+    out.push_back(0);
+  } else {
+    out.insert(out.end(), {window_mode, lo(4096), hi(4096)});
+    if (window_mode == 0) out.insert(out.end(), {lo(window), hi(window), 0, 0});
+    if (window_mode >= 6) out.insert(out.end(), {lo(window), hi(window)});
+  }
+  out.push_back(at);
+  if (at < 64) out.push_back(value);
+  return out;
+}
+// `which`: < 0x80 the channel's id (bit 0: "b"), < 0xc0 id which & 3;
+// else `id` names it (one byte below 0xff, two at 0xff).
+Bytes data_record(std::uint8_t which, bool more, const Bytes& payload, unsigned id = 0) {
+  Bytes out{peer(PeerCommand::data_record), which};
+  if (which >= 0xc0) out.push_back(lo(id));
+  if (which == 0xff) out.push_back(hi(id));
+  const auto size = static_cast<unsigned>(payload.size());
+  return concat({out, {static_cast<std::uint8_t>(more ? 1 : 0), lo(size), hi(size)}, payload});
+}
+// A raw control record: a well-formed open of "a" under `id`, window 512.
+Bytes raw_open(std::uint16_t id) {
+  ControlMessage message;
+  if (!encode_control(ControlType::open, id, "a", 1, 4096, 512, message)) std::abort();
+  const auto* bytes = reinterpret_cast<const std::uint8_t*>(&message);
+  return concat({{peer(PeerCommand::raw_control), sizeof message},
+                 Bytes(bytes, bytes + sizeof message)});
+}
+
+void message_layer_seeds(SeedWriter& out) {
+  // Minimised inputs that broke the channel core once (each fixed with the
+  // change that added it), kept as seeds so the fuzzer keeps checking them:
+  // opens read during a drain outliving it; a latched diagnostic renamed by
+  // a later fault; an empty first fragment (memcpy of nothing to null);
+  // queued views of a broken session's ring after the peer restarted; and
+  // send() cut into chunks before the rendezvous brought a smaller window.
+  out.write("regression-drain-control", {0xff, 0x00, 0x09, 0x66});
+  out.write("regression-latched-diagnostic", {0x00, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+                                              0x00, 0x00, 0x01, 0x09, 0x09, 0x00, 0xff});
+  out.write("regression-empty-fragment", {0x5f, 0x00, 0x00, 0x12, 0x70, 0x7f});
+  out.write("regression-broken-restart", {0x0f, 0x40, 0x00, 0x09, 0x1e, 0x00, 0x11, 0x07, 0x40,
+                                          0x00, 0x00, 0x06, 0x8f, 0x00, 0x02, 0x89});
+  out.write("regression-send-before-window",
+            {0x7f, 0x08, 0x00, 0x00, 0x00, 0x05, 0xe8, 0xfd, 0x22});
+  // The rules, both ways: announcements, tagged messages, the Session's
+  // sends, truthful credits, a fragmented message that waits for credit.
+  out.write("rules-both-ways",
+            concat({announce(0), announce(1), tagged(0, 40), tagged(1, 40), receive(0), receive(1),
+                    victim_send(0, 100), victim_send(1, 100), credit(0, 0), victim_send(0, 100),
+                    tagged(0, 3000, true, true), receive(0), receive(0)}));
+  out.write("held-zero-copy",
+            concat({announce(0), tagged(0, 100), tagged(0, 100), receive(0, true),
+                    receive(0, true), tagged(0, 100), {peer(PeerCommand::drop_held)}, receive(0)}));
+  // Records past the window we were granted.
+  out.write("past-window",
+            concat({announce(0), {peer(PeerCommand::past_window), 14, lo(100), hi(100), 0x33},
+                    receive(0, true), receive(0, true), receive(0, true),
+                    {peer(PeerCommand::past_window), 3, lo(500), hi(500), 0x33}, {peer(PeerCommand::drop_held)},
+                    tagged(0, 50), receive(0), receive(0)}));
+  // Lies in our credit table, each read by the Session's next send.
+  const Bytes small_window = announce_window(0, 64);
+  out.write("credit-returned-beyond",
+            concat({small_window, victim_send(0, 40), credit(0, 1, {100, 0}), victim_send(0, 40),
+                    victim_send(1, 40)}));
+  out.write("credit-returned-backwards",
+            concat({small_window, victim_send(0, 40), credit(0, 0), victim_send(0, 40),
+                    credit(0, 2, {0}), victim_send(0, 40)}));
+  out.write("credit-delivered-beyond",
+            concat({small_window, victim_send(0, 40), credit(0, 4, {0}), victim_send(0, 40)}));
+  out.write("credit-delivered-backwards",
+            concat({small_window, victim_send(0, 40), credit(0, 0), victim_send(0, 40),
+                    credit(0, 5, {0}), victim_send(0, 40)}));
+  out.write("credit-arbitrary",
+            concat({small_window, victim_send(0, 40), credit(0, 3, {1, 2, 3, 4, 5, 6, 7, 8}),
+                    victim_send(0, 40), credit(0, 6), victim_send(0, 40)}));
+  out.write("credit-fragmented-send",
+            concat({announce_window(0, 200), victim_send(0, 41000), credit(0, 7, {0x18}),
+                    victim_send(0, 41000)}));
+  // The name service: a name twice under two ids, an id twice under two
+  // names, a close and an abort for what was never announced, windows out
+  // of range, a mutated open.
+  out.write("announced-twice",
+            concat({crafted(0, 0, 5), crafted(0, 0, 6), crafted(0, 2, 5), crafted(0, 1, 6),
+                    crafted(1, 2, 9), crafted(2, 2, 7), crafted(2, 0, 1), crafted(1, 0, 6),
+                    crafted(1, 0, 5), tagged(0, 10), receive(0)}));
+  out.write("open-windows",
+            concat({crafted(0, 0, 5, 0, 1), crafted(0, 0, 5, 0, 2), crafted(0, 1, 6, 0, 3),
+                    crafted(0, 2, 7, 0, 4), crafted(0, 3, 8, 0, 5),
+                    crafted(0, 3, 9, 0x1000, 0), crafted(0, 2, 10, 448, 6, 12, 0xff),
+                    crafted(0, 2, 11, 448, 6, 10, 1), tagged(0, 10), receive(0)}));
+  out.write("raw-control", concat({{peer(PeerCommand::raw_control), 8, 1, 0, 1, 0, 0, 0, 0, 0}, raw_open(3),
+                                   tagged(0, 10), receive(0)}));
+  // More than 255 names; one name under many ids; many names under one id;
+  // closes for names never announced. Then a channel must still connect.
+  for (const auto& [name, mode] : {std::pair{"flood-names", 4}, std::pair{"flood-one-name", 1},
+                                   std::pair{"flood-one-id", 2}, std::pair{"flood-closes", 7}}) {
+    out.write(name, concat({{peer(PeerCommand::flood), static_cast<std::uint8_t>(mode), 0, 60}, announce(0),
+                            tagged(0, 10), receive(0)}));
+  }
+  // Records on a channel never announced, and on ids nobody opened.
+  out.write("never-announced",
+            concat({data_record(0, false, Bytes(10, 1)), data_record(1, true, Bytes(10, 2)),
+                    data_record(0xc5, false, Bytes(10, 3), 200),
+                    data_record(0xff, false, Bytes(10, 3), 1000), announce(0),
+                    data_record(0, false, Bytes(10, 4)), receive(0)}));
+  // Fragments past max_message_size, with and without a final record.
+  out.write("reassembly-overflow",
+            concat({announce(0), {peer(PeerCommand::overflow), lo(500), hi(500), 0, 0x55}, receive(0),
+                    receive(0), {peer(PeerCommand::overflow), lo(300), hi(300), 0x80, 0x55}, tagged(0, 20),
+                    receive(0), receive(0)}));
+  // Our space_wanted word, bumped and set.
+  out.write("space-wanted",
+            concat({announce_window(0, 64), victim_send(0, 40), {peer(PeerCommand::space_wanted), 1},
+                    {peer(PeerCommand::space_wanted), 0, 0x78, 0x56, 0x34, 0x12}, receive(0),
+                    credit(0, 0), {peer(PeerCommand::space_wanted), 1}, tagged(0, 10), receive(0)}));
+  // Restarts, and a ring corrupted (which breaks the pair until the next one).
+  out.write("restart",
+            concat({announce(0), tagged(0, 30), {peer(PeerCommand::restart)}, receive(0), announce(0),
+                    tagged(0, 30), receive(0)}));
+  out.write("corrupt-ring",
+            concat({announce(0), tagged(0, 30), {peer(PeerCommand::corrupt), 0x80, 0, 0x7f}, receive(0),
+                    receive(0), {peer(PeerCommand::restart)}, announce(1), tagged(1, 30), receive(1)}));
+}
+// clang-format on
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -471,6 +651,10 @@ int main(int argc, char** argv) {
   {
     SeedWriter out(root / "virtq_driver_fuzzer");
     virtq_driver_seeds(out);
+  }
+  {
+    SeedWriter out(root / "message_layer_fuzzer");
+    message_layer_seeds(out);
   }
   return 0;
 }

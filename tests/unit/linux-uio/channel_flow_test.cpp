@@ -218,7 +218,7 @@ TEST(ChannelFlow, AnAbandonedLoanLetsTheSendsQueuedBehindItThrough) {
   EXPECT_EQ(pair.a_in.try_receive().error(), MessageErrc::would_block);
 }
 
-// A receiver that lies in its credit table breaks that channel alone, with
+// A receiver that lies in its credit table breaks that channel alone (channel_broken), with
 // a diagnostic naming the channel and the field.
 TEST(ChannelFlow, ALieInTheCreditTableIsALatchedFaultOfThatChannelOnly) {
   TwoChannels pair(with_window(1024));
@@ -229,7 +229,7 @@ TEST(ChannelFlow, ALieInTheCreditTableIsALatchedFaultOfThatChannelOnly) {
   auto* table = reinterpret_cast<transports::CreditTable*>(table_bytes.data());
   // The receiver opened "a" first: its id 1.
   std::atomic_ref<std::uint32_t>(table->entry[1].returned).store(0x40000000U);
-  EXPECT_EQ(pair.a_out.send(numbered(0, 100), kNoWait), MessageErrc::link_broken);
+  EXPECT_EQ(pair.a_out.send(numbered(0, 100), kNoWait), MessageErrc::channel_broken);
   const std::string diagnostic = pair.sender.diagnostic();
   EXPECT_NE(diagnostic.find("channel 'a'"), std::string::npos) << diagnostic;
   EXPECT_NE(diagnostic.find("returned"), std::string::npos) << diagnostic;

@@ -18,6 +18,7 @@ enum class MessageErrc {
   shut_down,          // Session::shutdown() was called, or the channel was closed here
   malformed_message,  // a typed (Cap'n Proto) message failed validation
   loan_in_progress,   // another loan toward this peer is not committed yet
+  channel_broken,     // the peer broke this channel's rules (Session::diagnostic()); others go on
 };
 
 [[nodiscard]] const std::error_category& message_category() noexcept;

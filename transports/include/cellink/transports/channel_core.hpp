@@ -650,9 +650,11 @@ class ChannelCore {
     std::atomic_flag& busy_;
   };
 
-  // Either side: counts a fault and latches the first one.
+  // Either side: counts a fault and latches the first one, with `name`
+  // when the channel is not ours (a rejected announcement).
   void diagnose(std::uint32_t peer, std::uint16_t id, ChannelFault fault, const char* field,
-                std::uint64_t value, std::uint64_t limit) noexcept {
+                std::uint64_t value, std::uint64_t limit,
+                const ChannelName* name = nullptr) noexcept {
     // Relaxed: a count; the details are published by the guard.
     faults_.fetch_add(1, std::memory_order_relaxed);
     const DiagnosticGuard guard(diagnostic_busy_);
@@ -663,17 +665,11 @@ class ChannelCore {
     diagnostic_.field = field;
     diagnostic_.value = value;
     diagnostic_.limit = limit;
-    if (id != 0 && id <= MaxChannels) {
-      const ChannelName& name = names_[peer].local[id].name;
-      for (std::size_t i = 0; i < kMaxChannelName; ++i) diagnostic_.name[i] = name.bytes[i];
-      diagnostic_.name_length = name.length;
+    if (name == nullptr && id != 0 && id <= MaxChannels) name = &names_[peer].local[id].name;
+    if (name != nullptr) {
+      for (std::size_t i = 0; i < kMaxChannelName; ++i) diagnostic_.name[i] = name->bytes[i];
+      diagnostic_.name_length = name->length;
     }
-  }
-  void diagnose_name(const ChannelName& name) noexcept {
-    const DiagnosticGuard guard(diagnostic_busy_);
-    if (diagnostic_.name_length != 0) return;
-    for (std::size_t i = 0; i < kMaxChannelName; ++i) diagnostic_.name[i] = name.bytes[i];
-    diagnostic_.name_length = name.length;
   }
 
   void ring_if_space_wanted(std::uint32_t peer, bool fenced = false) noexcept {
@@ -798,14 +794,16 @@ class ChannelCore {
       diagnose(peer, 0, ChannelFault::bad_control_record, describe(error), payload.size(), 0);
       return;
     }
+    // A draining pair reads what the ended session committed: its aborts
+    // still matter (a reassembly in progress), its announcements do not.
+    if (!running(peer) && message.type != static_cast<std::uint16_t>(ControlType::abort)) return;
     const NameUpdate update = names_[peer].apply(message);
     switch (update.kind) {
       case NameUpdate::Kind::rejected: {
         ++stats_.control_errors;
-        diagnose(peer, update.local, update.fault, update.field, update.value, update.limit);
         ChannelName name;
         (void)name.assign(message.name, message.name_length);
-        diagnose_name(name);
+        diagnose(peer, update.local, update.fault, update.field, update.value, update.limit, &name);
         return;
       }
       case NameUpdate::Kind::aborted: discard_partial(peer, update.local, sink); return;
@@ -833,6 +831,7 @@ class ChannelCore {
         channel.abort_pending = channel.fragmenting = false;  // a new session has no half message
         channel.in_window = 0;
       }
+      names.forget_remotes();  // nothing the ended session announced carries over
       pair.outstanding = 0;
       pair.broken = false;
       pair.sent_in_session = 0;
@@ -854,6 +853,9 @@ class ChannelCore {
     if (event.kind == LinkEvent::Kind::peer_broken) {
       pair.broken = true;
       if (!was_running) return;
+      // A broken pair has no drain: once the peer restarts, its new
+      // incarnation rewrites the ring, so queued records are copied off now.
+      (void)sink.spill(peer);
     }
     ResetCounts report;
     report.resets = pair.last_reset.resets + 1;
