@@ -446,9 +446,7 @@ Channel::ResetReport Channel::last_reset() const {
   if (!state_) return {};
   Core& core = *state_->core;
   const std::lock_guard lock(core.mutex);
-  const transports::ChannelReset& reset =
-      core.protocol.channel_reset(state_->peer, state_->local_id);
-  return {reset.resets, reset.sent, reset.delivered_known, reset.delivered};
+  return core.protocol.channel_reset(state_->peer, state_->local_id);
 }
 
 std::error_code Channel::wait_connected(std::chrono::nanoseconds timeout) {

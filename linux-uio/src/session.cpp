@@ -436,8 +436,7 @@ std::size_t Session::max_record_payload() const noexcept {
 ResetReport Session::last_reset(std::uint32_t peer) const {
   const std::lock_guard lock(core_->mutex);
   if (peer >= ivshmem::kMaxPeers) return {};
-  const transports::ResetCounts& counts = core_->protocol.last_reset(peer);
-  return {counts.resets, counts.peer_epoch, counts.sent, counts.delivered_known, counts.delivered};
+  return core_->protocol.last_reset(peer);
 }
 
 std::optional<std::uint64_t> Session::delivered_from_previous_run(std::uint32_t peer) const {

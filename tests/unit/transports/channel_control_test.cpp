@@ -80,7 +80,7 @@ TEST(ChannelControl, EncodedBytesFollowTheSpecLayout) {
   EXPECT_EQ(at(3), 0U);
   EXPECT_EQ(at(4), 0x06U);  // max_message_size
   EXPECT_EQ(at(7), 0x03U);
-  EXPECT_EQ(at(8), 2U);  // name_length
+  EXPECT_EQ(at(8), 2U);   // name_length
   EXPECT_EQ(at(10), 0U);  // reserved
   EXPECT_EQ(at(11), 0U);
   EXPECT_EQ(at(12), 0x00U);  // credit_window 4096, little-endian u32

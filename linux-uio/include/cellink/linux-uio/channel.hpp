@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "cellink/linux-uio/message_error.hpp"
+#include "cellink/transports/channel_status.hpp"
 
 namespace cellink::linux_uio {
 
@@ -91,7 +92,7 @@ class Message {
   std::span<const std::byte> payload_;
   std::uint64_t record_sequence_ = kNoRecord;  // ring record to release, if zero copy
   std::uint32_t peer_epoch_ = 0;               // the session it came from
-  std::uint32_t credit_ = 0;  // channel credit (bytes) given back at release
+  std::uint32_t credit_ = 0;                   // channel credit (bytes) given back at release
   std::vector<std::byte> copy_;                // reassembled or copied bytes
 };
 
@@ -146,13 +147,10 @@ class Channel {
 
   // What the peer's last reset ended on this channel: the messages we had
   // sent on it in that session and how many the peer released (the
-  // per-channel delivery counter; counts are modulo 2^32).
-  struct ResetReport {
-    std::uint64_t resets = 0;  // which reset of the peer (0: none yet)
-    std::uint32_t sent = 0;
-    bool delivered_known = false;
-    std::uint32_t delivered = 0;
-  };
+  // per-channel delivery counter; counts are modulo 2^32). Fields: resets,
+  // sent, delivered_known, delivered (the channel core's report).
+  using ResetReport = transports::ChannelReset;
+
   [[nodiscard]] ResetReport last_reset() const;
 
   std::error_code send(std::span<const std::byte> message,

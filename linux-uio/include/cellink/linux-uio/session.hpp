@@ -42,6 +42,7 @@
 #include "cellink/linux-uio/channel.hpp"
 #include "cellink/linux-uio/host_device.hpp"
 #include "cellink/linux-uio/waitable_device.hpp"
+#include "cellink/transports/channel_status.hpp"
 
 namespace cellink::linux_uio {
 
@@ -91,14 +92,9 @@ struct SessionOptions {
 // eventfd; spinning longer than a few wake-ups costs CPU for nothing.
 inline constexpr std::chrono::nanoseconds kDefaultSpinBudget{20'000};
 
-// What a peer reset ended, as seen from this side.
-struct ResetReport {
-  std::uint64_t resets = 0;      // resets of this peer seen so far (0: none)
-  std::uint32_t peer_epoch = 0;  // the peer's epoch in the ended session
-  std::uint64_t sent = 0;        // messages we committed toward it in that session
-  bool delivered_known = false;  // false: the peer's memory no longer says
-  std::uint64_t delivered = 0;   // of those, how many the peer released
-};
+// What a peer reset ended, as seen from this side: resets, peer_epoch,
+// sent, delivered_known, delivered (the channel core's report).
+using ResetReport = transports::ResetCounts;
 
 struct SessionStats {
   std::uint64_t unroutable = 0;          // records for a channel id nobody opened here

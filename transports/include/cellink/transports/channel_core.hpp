@@ -1,5 +1,5 @@
 // ChannelCore: the message layer's protocol, the same in a Linux process and
-// in an inmate. Spec: docs/link.md, sections 6 to 9.
+// in an inmate. Spec: docs/link.md, sections 6 to 8.
 //
 // On top of a Link (handshake and one ring per ordered peer pair) it runs:
 //   - the name service on channel 0 (channel ids, open, close, abort);
@@ -24,12 +24,12 @@
 // Threading: two sides, each serialised by the caller.
 //   - rx: init(), poll(), read(), take_next(), release_*(), open(), close(),
 //     finish_drain() and the accessors that say "rx";
-//   - tx(peer): preflight() needs no lock (atomics); reserve(), seal(),
-//     abandon(), give_up(), want_space(), flush_control() need the
+//   - tx(peer): preflight() needs no lock (atomics); write(), reserve(),
+//     seal(), abandon(), give_up(), want_space(), flush_control() need the
 //     caller's lock for that peer.
-//   open() and close() also need the peer's tx lock (they queue control
-//   records); poll(), report_broken() and finish_drain() need every tx lock
-//   (they re-initialise rings).
+//   open(), close() and report_broken() also need the peer's tx lock (they
+//   queue control records or end its session); poll() and finish_drain()
+//   need every tx lock (they re-initialise rings).
 // One thread may play both sides (an inmate, a single-threaded Session).
 //
 // Freestanding: no exceptions, no heap, no libc.
@@ -196,10 +196,10 @@ class ChannelCore {
 
   // ---- sending ---------------------------------------------------------------
 
-  // The checks every send and loan makes first, with no lock: a local close,
-  // a reset not yet reported (reported once, then forgotten), the
-  // rendezvous, and the receiver's maximum. On ok, `remote` is the id to
-  // send to.
+  // The checks every send and loan makes first, with no lock: a reset not
+  // yet reported (reported once, then forgotten), the rendezvous, and the
+  // receiver's maximum. (A local close is the caller's to check.) On ok,
+  // `remote` is the id to send to.
   [[nodiscard]] ChannelStatus preflight(std::uint32_t peer, std::uint16_t id, std::size_t size,
                                         std::uint16_t& remote) noexcept {
     LocalChannel& channel = names_[peer].local[id];
@@ -261,13 +261,13 @@ class ChannelCore {
       Ticket ticket;
       const ChannelStatus status = reserve(peer, id, remote, size, resets_seen, ticket);
       if (status != ChannelStatus::ok) return status;
-      __builtin_memcpy(ticket.payload.data(), bytes.data(), bytes.size());
+      copy_bytes(ticket.payload, bytes);
       return seal(peer, ticket, size, more, resets_seen);
     }
     RingProducer::Reservation reservation;
     const ChannelStatus status = prepare(peer, id, remote, size, resets_seen, reservation);
     if (status != ChannelStatus::ok) return status;
-    __builtin_memcpy(reservation.payload.data(), bytes.data(), bytes.size());
+    copy_bytes(reservation.payload, bytes);
     RingProducer& producer = link_.producer(peer);
     if (producer.commit(reservation, size, more ? kRecordMoreFragments : std::uint16_t{0}) !=
         ProduceStatus::ok) {
@@ -524,6 +524,12 @@ class ChannelCore {
     TicketQueue<MaxInFlight> tickets;
     ControlQueue<MaxControlQueued> control;
   };
+
+  // An empty message may come with a null data pointer, which memcpy must
+  // never see, even for zero bytes.
+  static void copy_bytes(std::span<std::byte> to, std::span<const std::byte> from) noexcept {
+    if (!from.empty()) __builtin_memcpy(to.data(), from.data(), from.size());
+  }
 
   // tx(peer): the checks and the ring reservation every record makes:
   // the session, control records owed first, credit, ring room.

@@ -64,7 +64,7 @@ struct alignas(kCacheLine) PeerSlot {
   std::uint32_t tx_ready_epoch;  // p initialised its ring p -> j for j's epoch
   std::uint32_t session_epoch;   // p's own epoch when it acked (identifies the session)
   std::uint32_t reserved0;       // zero
-  std::uint64_t delivered;  // messages from j that p released in this session
+  std::uint64_t delivered;       // messages from j that p released in this session
   // The session before this one, kept so that a sender that reset (or whose
   // receiver reset) can learn how far that session got.
   std::uint32_t previous_acked_epoch;
