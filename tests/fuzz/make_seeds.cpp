@@ -462,8 +462,12 @@ void virtq_driver_seeds(SeedWriter& out) {
 std::uint8_t peer(PeerCommand command, unsigned channel = 0, bool skip = false) {
   return op(command, (channel != 0 ? 8U : 0U) | (skip ? kSkipEvents : 0U));
 }
-constexpr std::uint8_t lo(unsigned value) { return static_cast<std::uint8_t>(value); }
-constexpr std::uint8_t hi(unsigned value) { return static_cast<std::uint8_t>(value >> 8); }
+constexpr std::uint8_t lo(unsigned value) {
+  return static_cast<std::uint8_t>(value);
+}
+constexpr std::uint8_t hi(unsigned value) {
+  return static_cast<std::uint8_t>(value >> 8);
+}
 
 Bytes concat(std::initializer_list<Bytes> parts) {
   Bytes out;
