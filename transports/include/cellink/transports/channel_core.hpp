@@ -93,8 +93,6 @@ class ChannelCore {
   [[nodiscard]] const Link<MaxHeld, MaxPeers>& link() const noexcept { return link_; }
   // The largest payload of one record on this link.
   [[nodiscard]] std::uint32_t max_record() const noexcept { return max_record_; }
-  // The window we grant each channel.
-  [[nodiscard]] std::uint32_t credit_window() const noexcept { return window_; }
   [[nodiscard]] LocalChannel& channel(std::uint32_t peer, std::uint16_t id) noexcept {
     return names_[peer].local[id];
   }
@@ -134,10 +132,6 @@ class ChannelCore {
   [[nodiscard]] ChannelDiagnostic diagnostic() const noexcept {
     const DiagnosticGuard guard(diagnostic_busy_);
     return diagnostic_;
-  }
-  // Messages of the current session handed out (queued or held) and not released.
-  [[nodiscard]] std::uint64_t outstanding(std::uint32_t peer) const noexcept {
-    return pairs_[peer].outstanding;
   }
   // tx(peer): a Loan or a reservation is in flight, unsealed.
   [[nodiscard]] bool loan_in_flight(std::uint32_t peer) const noexcept {

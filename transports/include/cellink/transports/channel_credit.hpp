@@ -121,10 +121,6 @@ class CreditLedger {
     }
   }
 
-  [[nodiscard]] std::uint32_t returned(std::uint16_t channel) const noexcept {
-    return returned_[channel];
-  }
-
  private:
   CreditTable* table_ = nullptr;
   std::uint32_t returned_[kCreditEntries] = {};  // shadows: never read back from shared memory
