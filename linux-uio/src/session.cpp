@@ -109,7 +109,7 @@ void RxSink::append(std::uint32_t peer, std::uint16_t id, std::span<const std::b
   std::memcpy(partial.data() + at, bytes.data(), bytes.size());
 }
 
-void RxSink::complete(std::uint32_t peer, std::uint16_t id, std::uint32_t credit) {
+bool RxSink::complete(std::uint32_t peer, std::uint16_t id, std::uint32_t credit) {
   ChannelState& channel = *core.channels[peer][id];
   Inbound inbound;
   inbound.copy = std::move(channel.partial);
@@ -118,6 +118,7 @@ void RxSink::complete(std::uint32_t peer, std::uint16_t id, std::uint32_t credit
   inbound.credit = credit;
   core.push_inbound(channel, std::move(inbound));
   if (&channel != wanted) core.wake_sleepers();
+  return false;  // the queues grow: reading goes on
 }
 
 void RxSink::fail(std::uint32_t peer, std::uint16_t id, transports::ChannelStatus status) {

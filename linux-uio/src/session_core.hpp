@@ -133,7 +133,7 @@ struct RxSink {
   bool deliver(std::uint32_t peer, std::uint16_t id, const transports::Record& record,
                std::uint32_t credit);
   void append(std::uint32_t peer, std::uint16_t id, std::span<const std::byte> bytes);
-  void complete(std::uint32_t peer, std::uint16_t id, std::uint32_t credit);
+  bool complete(std::uint32_t peer, std::uint16_t id, std::uint32_t credit);
   void fail(std::uint32_t peer, std::uint16_t id, transports::ChannelStatus status);
   void discard(std::uint32_t peer, std::uint16_t id);
   bool spill(std::uint32_t peer);

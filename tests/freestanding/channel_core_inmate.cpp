@@ -25,7 +25,7 @@ struct KeepNothing {
   void peer_reset(std::uint32_t) {}
   bool deliver(std::uint32_t, std::uint16_t, const Record&, std::uint32_t) { return true; }
   void append(std::uint32_t, std::uint16_t, std::span<const std::byte>) {}
-  void complete(std::uint32_t, std::uint16_t, std::uint32_t) {}
+  bool complete(std::uint32_t, std::uint16_t, std::uint32_t) { return false; }
   void fail(std::uint32_t, std::uint16_t, ChannelStatus) {}
   void discard(std::uint32_t, std::uint16_t) {}
   bool spill(std::uint32_t) { return false; }

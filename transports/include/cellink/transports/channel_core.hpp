@@ -351,7 +351,8 @@ class ChannelCore {
   //        a whole message in the ring, zero copy; true: stop reading;
   //   void append(u32 peer, u16 id, std::span<const std::byte> bytes)
   //        add a fragment's bytes to the channel's reassembly;
-  //   void complete(u32 peer, u16 id, u32 credit)   the reassembly is a message;
+  //   bool complete(u32 peer, u16 id, u32 credit)   the reassembly is a message;
+  //        true: stop reading (a caller with fixed reassembly room is full);
   //   void fail(u32 peer, u16 id, ChannelStatus)    an error in a message's place;
   //   void discard(u32 peer, u16 id)                drop the reassembly's bytes;
   //   bool spill(u32 peer)   copy queued zero-copy records off the ring
@@ -781,8 +782,7 @@ class ChannelCore {
     }
     channel.in_window += credit;
     ++pairs_[peer].outstanding;
-    sink.complete(peer, id, credit);
-    return false;
+    return sink.complete(peer, id, credit);
   }
 
   template <typename Sink>
