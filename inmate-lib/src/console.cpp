@@ -1,0 +1,65 @@
+// console: the 16550 UART at COM1 (0x3f8), 115200 8N1, polled.
+//
+// Contract and threading: see console.hpp. No interrupts are used (IER = 0);
+// each byte waits for the transmit holding register to empty, with a bound so
+// a wedged UART slows output down but never hangs the inmate.
+#include "cellink/inmate-lib/console.hpp"
+
+#include <cstddef>
+#include <cstdint>
+
+#include "cellink/inmate-lib/cpu.hpp"
+
+namespace cellink::inmate {
+namespace {
+
+constexpr std::uint16_t kCom1 = 0x3f8;
+// Register offsets from the base port (DLAB = 0 unless noted).
+constexpr std::uint16_t kTransmit = 0;         // THR (write)
+constexpr std::uint16_t kInterruptEnable = 1;  // IER
+constexpr std::uint16_t kDivisorLow = 0;       // DLL (DLAB = 1)
+constexpr std::uint16_t kDivisorHigh = 1;      // DLM (DLAB = 1)
+constexpr std::uint16_t kFifoControl = 2;      // FCR (write)
+constexpr std::uint16_t kLineControl = 3;      // LCR
+constexpr std::uint16_t kModemControl = 4;     // MCR
+constexpr std::uint16_t kLineStatus = 5;       // LSR
+
+constexpr std::uint8_t kLineControlDlab = 0x80;
+constexpr std::uint8_t kLineControl8N1 = 0x03;
+constexpr std::uint8_t kFifoEnableAndClear = 0x07;
+constexpr std::uint8_t kModemControlDtrRts = 0x03;
+constexpr std::uint8_t kLineStatusTransmitEmpty = 0x20;
+// 115200 = 1.8432 MHz / 16 / 1.
+constexpr std::uint16_t kDivisor115200 = 1;
+// About a millisecond of polling on real hardware, far longer than one byte
+// takes at 115200 baud.
+constexpr unsigned kTransmitPolls = 1u << 16;
+
+void put_byte(char byte) {
+  for (unsigned poll = 0; poll < kTransmitPolls; ++poll) {
+    if (inb(kCom1 + kLineStatus) & kLineStatusTransmitEmpty) break;
+    cpu_relax();
+  }
+  outb(kCom1 + kTransmit, static_cast<std::uint8_t>(byte));
+}
+
+}  // namespace
+
+void console_init() {
+  outb(kCom1 + kInterruptEnable, 0);
+  outb(kCom1 + kLineControl, kLineControlDlab);
+  outb(kCom1 + kDivisorLow, kDivisor115200 & 0xff);
+  outb(kCom1 + kDivisorHigh, kDivisor115200 >> 8);
+  outb(kCom1 + kLineControl, kLineControl8N1);
+  outb(kCom1 + kFifoControl, kFifoEnableAndClear);
+  outb(kCom1 + kModemControl, kModemControlDtrRts);
+}
+
+void console_write(const char* bytes, std::size_t size) {
+  for (std::size_t i = 0; i < size; ++i) {
+    if (bytes[i] == '\n') put_byte('\r');
+    put_byte(bytes[i]);
+  }
+}
+
+}  // namespace cellink::inmate
