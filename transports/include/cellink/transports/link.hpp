@@ -363,7 +363,15 @@ class Link {
     const std::uint32_t acked = load_shared(slot.acked_epoch, std::memory_order_acquire);
     const std::uint32_t session = load_shared(slot.session_epoch, std::memory_order_relaxed);
     if (our_epoch != 0 && matches(acked, session)) {
-      return {true, load_shared(slot.delivered, std::memory_order_relaxed)};
+      const std::uint64_t delivered = load_shared(slot.delivered, std::memory_order_relaxed);
+      // F21: the re-read below sees any retirement whose zeroes we read;
+      // pairs with F20 in retire_session().
+      std::atomic_thread_fence(std::memory_order_acquire);
+      // A20: and then `previous` as it was written before; pairs with R20.
+      if (load_shared(slot.acked_epoch, std::memory_order_acquire) == acked) {
+        return {true, delivered};
+      }
+      // The peer retired that session meanwhile: it is `previous` now.
     }
     const std::uint32_t previous =
         load_shared(slot.previous_acked_epoch, std::memory_order_relaxed);
@@ -422,18 +430,28 @@ class Link {
   }
 
   // Moves the slot's session into `previous` (when it had one) and clears it.
+  // Only we write our slot, but the peer it describes reads it at any time
+  // (delivered_in_session()), so every store is atomic, and in an order
+  // that lets that reader notice a retirement it raced with.
   static void retire_session(PeerSlot& slot) noexcept {
-    if (slot.acked_epoch != 0) {
-      slot.previous_acked_epoch = slot.acked_epoch;
-      slot.previous_session_epoch = slot.session_epoch;
-      slot.previous_delivered = slot.delivered;
+    const std::uint32_t acked = slot.acked_epoch;  // our own value: a plain read
+    if (acked != 0) {
+      store(slot.previous_acked_epoch, acked, std::memory_order_relaxed);
+      store(slot.previous_session_epoch, slot.session_epoch, std::memory_order_relaxed);
+      store(slot.previous_delivered, slot.delivered, std::memory_order_relaxed);
     }
-    store(slot.acked_epoch, 0U, std::memory_order_relaxed);
+    // R20: `previous` is visible before acked_epoch changes; pairs with A20
+    // in delivered_in_session().
+    store(slot.acked_epoch, 0U, std::memory_order_release);
     store(slot.tx_ready_epoch, 0U, std::memory_order_relaxed);
-    slot.reserved0 = 0;
-    slot.session_epoch = 0;
-    slot.delivered = 0;
-    for (std::uint64_t& word : slot.reserved) word = 0;
+    // F20: acked_epoch's zero is ordered before the zeroes below, so a reader
+    // that saw a zeroed count sees the changed epoch too; pairs with F21.
+    std::atomic_thread_fence(std::memory_order_release);
+    store(slot.reserved0, 0U, std::memory_order_relaxed);
+    store(slot.session_epoch, 0U, std::memory_order_relaxed);
+    store(slot.delivered, std::uint64_t{0}, std::memory_order_relaxed);
+    for (std::uint64_t& word : slot.reserved)
+      store(word, std::uint64_t{0}, std::memory_order_relaxed);
   }
 
   [[nodiscard]] PeerView read_peer(std::uint32_t peer) const noexcept {
