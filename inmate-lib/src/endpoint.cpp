@@ -148,11 +148,25 @@ void Endpoint::service() noexcept {
   check_faults();
 }
 
-void Endpoint::idle() noexcept {
+void Endpoint::answer_space_requests() noexcept {
   const auto& link = core_.link();
   for (std::uint32_t peer = 0; peer < link.peer_count(); ++peer) {
     if (peer != link.id()) core_.idle(peer);
   }
+}
+
+bool Endpoint::prepare_to_sleep() noexcept {
+  answer_space_requests();
+  auto& link = core_.link();
+  for (std::uint32_t peer = 0; peer < link.peer_count(); ++peer) {
+    // arm_wakeup() publishes the index after which the producer must ring
+    // us, then re-reads `produced` (its fence pairs with the producer's in
+    // publish()): false when a record slipped in before the request.
+    if (peer != link.id() && link.readable(peer) && !link.consumer(peer).arm_wakeup()) {
+      return false;
+    }
+  }
+  return true;
 }
 
 std::uint16_t Endpoint::open(std::uint32_t peer, const char* name) noexcept {
@@ -229,8 +243,7 @@ ChannelStatus Endpoint::send(std::uint32_t peer, std::uint16_t channel,
       break;  // peer_reset, channel_closed, message_too_large
     }
     if (timeout_ns == 0 || hooks_.now_ns() >= deadline) break;
-    idle();
-    hooks_.wait(hooks_.context);
+    if (prepare_to_sleep()) hooks_.wait(hooks_.context);
     service();
     if (status == ChannelStatus::not_connected) {
       // The peer's open may be waiting in its ring behind messages.

@@ -49,8 +49,10 @@ bool LinkLoop::start(const char* who, unsigned device_index, std::uint32_t tick_
 }
 
 void LinkLoop::wait() noexcept {
-  endpoint_.idle();
+  // Re-armed first: a one-shot v2 device delivers nothing until then, and a
+  // doorbell that the wake-up request below provokes must get through.
   function_.device()->rearm_interrupts();
+  if (!endpoint_.prepare_to_sleep()) return;  // a record came: read it first
   wait_for_wakeup();
 }
 

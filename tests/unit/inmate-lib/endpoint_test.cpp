@@ -41,10 +41,18 @@ std::uint64_t steady_ns() {
                                         .count());
 }
 
-// The inmate's halt: sleeps on the device's interrupts, at most 2 ms (the
-// inmate's periodic timer plays that part).
+// The inmate's halt: sleeps on the device's interrupts, at most 100 ms (the
+// inmate's periodic tick plays that part). Counts the waits that no
+// doorbell ended: an Endpoint that forgot to ask for doorbells before
+// sleeping would be woken by the tick alone, once per message.
+struct Halt {
+  LoopbackDevice* device = nullptr;
+  std::atomic<std::uint64_t> ticks{0};
+};
+
 void wait_on_device(void* context) {
-  (void)static_cast<LoopbackDevice*>(context)->wait(2ms);
+  auto& halt = *static_cast<Halt*>(context);
+  if (halt.device->wait(100ms).empty()) ++halt.ticks;
 }
 
 // Message i: its index, then a byte pattern that depends on it.
@@ -74,11 +82,14 @@ class EchoInmate {
     return events_;
   }
   std::uint64_t echoed() const { return echoed_.load(); }
+  // Halts that only the tick ended.
+  std::uint64_t ticks() const { return halt_.ticks.load(); }
   const Endpoint& endpoint() const { return *endpoint_; }
 
  private:
   void run() {
-    EndpointHooks hooks{steady_ns, wait_on_device, &device_};
+    halt_.device = &device_;
+    EndpointHooks hooks{steady_ns, wait_on_device, &halt_};
     ASSERT_EQ(endpoint_->start(device_, hooks), cellink::transports::LinkInitStatus::ok);
     std::uint16_t ids[cellink::inmate::kEndpointMaxPeers] = {};
     for (const std::uint32_t peer : peers_) {
@@ -100,13 +111,13 @@ class EchoInmate {
         const std::lock_guard lock(events_mutex_);
         events_.push_back(event);
       }
-      endpoint_->idle();
-      wait_on_device(&device_);
+      if (endpoint_->prepare_to_sleep()) wait_on_device(&halt_);
     }
     endpoint_->leave();
   }
 
   LoopbackDevice& device_;
+  Halt halt_;
   std::vector<std::uint32_t> peers_;
   std::unique_ptr<Endpoint> endpoint_ = std::make_unique<Endpoint>();
   std::atomic<bool> stopping_{false};
@@ -151,6 +162,9 @@ TEST(EndpointTest, EchoesWholeAndFragmentedMessagesToASession) {
   }
   EXPECT_EQ(inmate.echoed(), 2000U);
   EXPECT_EQ(inmate.endpoint().core().stats().protocol_faults, 0U);
+  // Doorbells woke the inmate, not the tick: it asked for them before each
+  // halt (Endpoint::prepare_to_sleep()).
+  EXPECT_LT(inmate.ticks(), 10U);
 }
 
 TEST(EndpointTest, AMessageAboveTheInmatesMaximumIsRefusedAtTheSender) {

@@ -116,9 +116,13 @@ class Endpoint {
   // Does what interrupts and time made due: the handshake, resets, drains.
   // Call after every wake-up.
   void service() noexcept;
-  // Before sleeping: answers a sender's request for room that a release
-  // did not see (the core's idle()).
-  void idle() noexcept;
+  // Answers a sender's request for room that a release did not see (the
+  // core's idle()). A program that polls calls it now and then.
+  void answer_space_requests() noexcept;
+  // Before sleeping: answers requests for room, then asks every peer whose
+  // ring we read for a doorbell on its next record (the ring's wake-up
+  // index). False when a record arrived meanwhile: do not sleep, read.
+  [[nodiscard]] bool prepare_to_sleep() noexcept;
 
   // Opens channel `name` (NUL-terminated) toward `peer`. 0: the name is
   // invalid, already open toward that peer, or no id is free.

@@ -2,8 +2,9 @@
 //   - start(): the LAPIC, a periodic tick (so that waits and drain
 //     deadlines end even when no doorbell comes), the ivshmem function
 //     (ivshmem_probe.hpp) and the Endpoint on it;
-//   - wait(): answers pending requests for room, re-arms a one-shot v2
-//     device, and halts until the next interrupt;
+//   - wait(): re-arms a one-shot v2 device, answers pending requests for
+//     room, asks every peer for a doorbell on its next record, and halts
+//     until the next interrupt (unless a record arrived meanwhile);
 //   - report_events(): prints every Endpoint event on the console with
 //     what the core latched (a broken ring's diagnostic, a protocol fault's
 //     peer, channel, field, value and bound), so that the inmate never
