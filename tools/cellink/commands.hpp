@@ -20,13 +20,21 @@ struct DaemonArgs {
 int run_daemon(const DaemonArgs& args);
 int run_check(const std::filesystem::path& config);
 int run_status(const std::filesystem::path& runtime_dir, bool json);
+// With `inmate`, the words start with the machine an inmate runs on
+// (inmate_machine_words()).
 int run_qemu_args(const std::string& cell, const std::optional<std::filesystem::path>& config,
-                  const std::filesystem::path& runtime_dir, const std::string& link);
+                  const std::filesystem::path& runtime_dir, const std::string& link,
+                  const std::optional<std::filesystem::path>& inmate = {});
+// The QEMU words of the machine a bare-metal inmate runs on: TCG, q35, 32 MiB,
+// the serial console on stdio, no reboot, isa-debug-exit, and the ELF as a
+// PVH kernel. The ivshmem devices come after them.
+std::string inmate_machine_words(const std::filesystem::path& inmate);
 
 // The options of `cellink demo`.
 struct DemoArgs {
   std::optional<std::filesystem::path> runtime_dir;  // default: a private one
   bool guest = true;                                 // false: --no-guest, skip act 4
+  bool inmate = true;                                // false: --no-inmate, skip act 5
   std::optional<std::filesystem::path> guest_image;  // default: CELLINK_GUEST_IMAGE_DIR
 };
 

@@ -27,8 +27,17 @@ int run_check(const std::filesystem::path& config_path) {
   return 0;
 }
 
+std::string inmate_machine_words(const std::filesystem::path& inmate) {
+  // isa-debug-exit: the inmate's exit(code) ends QEMU with status 2 * code + 1.
+  return fmt::format(
+      "-accel tcg -machine q35 -m 32M -nographic -no-reboot -nic none "
+      "-device isa-debug-exit,iobase=0xf4,iosize=0x04 -kernel {}",
+      std::filesystem::absolute(inmate).string());
+}
+
 int run_qemu_args(const std::string& cell, const std::optional<std::filesystem::path>& path,
-                  const std::filesystem::path& runtime_dir, const std::string& link_filter) {
+                  const std::filesystem::path& runtime_dir, const std::string& link_filter,
+                  const std::optional<std::filesystem::path>& inmate) {
   const std::optional<hypervisor::Config> config = load_config_or_report(path);
   if (!config) return 1;
   if (config->find_cell(cell) == nullptr) {
@@ -40,7 +49,8 @@ int run_qemu_args(const std::string& cell, const std::optional<std::filesystem::
                              config->source, known);
     return 1;
   }
-  std::string arguments;
+  std::string arguments = inmate ? inmate_machine_words(*inmate) : std::string{};
+  const bool machine_only = !arguments.empty();
   for (const hypervisor::LinkConfig& link : config->links) {
     if (link.peer_id(cell) < 0) continue;
     if (!link_filter.empty() && link.name != link_filter) continue;
@@ -50,7 +60,7 @@ int run_qemu_args(const std::string& cell, const std::optional<std::filesystem::
         "{}-chardev socket,path={},id={} -device ivshmem-doorbell,chardev={},vectors={}",
         arguments.empty() ? "" : " ", socket.string(), id, id, link.vectors);
   }
-  if (arguments.empty()) {
+  if (arguments.empty() || (machine_only && arguments == inmate_machine_words(*inmate))) {
     std::cerr << fmt::format("cellink qemu-args: cell '{}' is on no link{} in {}\n", cell,
                              link_filter.empty() ? "" : " named '" + link_filter + "'",
                              config->source);

@@ -54,16 +54,24 @@ int run_cli(int argc, char** argv) {
       ->check(CLI::ExistingFile);
   qemu_args->add_option("--link", qemu_link, "Only this link (default: every link of the cell)");
   qemu_args->add_option("--runtime-dir", runtime_dir, runtime_help);
+  std::string qemu_inmate;
+  qemu_args
+      ->add_option("--inmate", qemu_inmate,
+                   "A bare-metal inmate ELF (PVH): print the whole machine for it, not only the "
+                   "ivshmem devices (docs/inmates.md)")
+      ->check(CLI::ExistingFile);
 
   CLI::App* demo = app.add_subcommand(
       "demo",
-      "Start a private daemon and show doorbells, states, channels, the example programs and "
-      "a Linux guest under QEMU");
+      "Start a private daemon and show doorbells, states, channels, the example programs, "
+      "a Linux guest and a bare-metal inmate under QEMU");
   std::string demo_dir;
   std::string demo_guest_image;
   bool demo_no_guest = false;
+  bool demo_no_inmate = false;
   demo->add_option("--runtime-dir", demo_dir, "Runtime directory (default: a private one)");
   demo->add_flag("--no-guest", demo_no_guest, "Skip the Linux guest (QEMU) act");
+  demo->add_flag("--no-inmate", demo_no_inmate, "Skip the bare-metal inmate (QEMU) act");
   demo->add_option("--guest-image", demo_guest_image,
                    "Directory with vmlinuz and initramfs.cpio.gz (default: " CELLINK_GUEST_IMAGE_DIR
                    ")")
@@ -98,12 +106,13 @@ int run_cli(int argc, char** argv) {
     if (*status) return cellink::cli::run_status(runtime_dir, status_json);
     if (*qemu_args) {
       return cellink::cli::run_qemu_args(qemu_cell, optional_path(qemu_config), runtime_dir,
-                                         qemu_link);
+                                         qemu_link, optional_path(qemu_inmate));
     }
     if (*demo) {
       cellink::cli::DemoArgs demo_args;
       demo_args.runtime_dir = optional_path(demo_dir);
       demo_args.guest = !demo_no_guest;
+      demo_args.inmate = !demo_no_inmate;
       demo_args.guest_image = optional_path(demo_guest_image);
       return cellink::cli::run_demo(demo_args);
     }

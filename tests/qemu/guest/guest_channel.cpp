@@ -36,15 +36,20 @@
 // step 5 it waits for P's reset ("peer P reset seen"), then for P's
 // successor to join and reconnect the channel ("peer P rejoined"), and
 // plays its pair with the successor again (guest_three_peers_test.cpp).
+// With --echo-with=P, after its pairs and before step 5 it sends --rounds
+// messages of 100 and 20 000 bytes on channel "echo" toward P (an echoing
+// peer: examples/inmate-echo) and checks each echo byte for byte, printing
+// "echo with peer P: N messages checked" (tests/qemu/inmate_test.cpp).
 // Every message is checked byte for byte (ping_pong_format.hpp). Lines start
 // with "CELLINK-GUEST: "; the last is "CELLINK-GUEST-RESULT: ok channel ..."
 // or "CELLINK-GUEST-RESULT: fail <reason>".
 //
 // Usage: guest_channel [--backend=uio|vfio|sysfs|auto] [--rounds=N] [--timeout-ms=MS] [--hold]
 //                      [--follow=P|--lead=P]... [--rejoin=P] [--stuck-send=BYTES]
-//                      [--sessions=N]
+//                      [--sessions=N] [--echo-with=P]
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cinttypes>
 #include <cstdint>
@@ -90,10 +95,11 @@ struct Options {
   Backend backend = Backend::uio;
   std::uint32_t rounds = 8;
   std::chrono::milliseconds timeout{30000};
-  bool hold = false;                    // stop after the host-first phase and sleep until killed
-  std::optional<std::uint32_t> rejoin;  // wait for this peer's reset and successor
-  std::uint64_t stuck_send = 0;         // send one message this big instead, and block
-  std::uint32_t sessions = 1;           // Sessions one after the other on the one device
+  bool hold = false;                       // stop after the host-first phase and sleep until killed
+  std::optional<std::uint32_t> rejoin;     // wait for this peer's reset and successor
+  std::uint64_t stuck_send = 0;            // send one message this big instead, and block
+  std::uint32_t sessions = 1;              // Sessions one after the other on the one device
+  std::optional<std::uint32_t> echo_with;  // an echoing peer to check on channel "echo"
   // (peer, leads): whom to ping-pong with, in order; empty: follow the only peer.
   std::vector<std::pair<std::uint32_t, bool>> pairs;
 };
@@ -225,6 +231,8 @@ std::optional<Options> parse_options(int argc, char** argv) {
       options.stuck_send = *bytes;
     } else if (const auto rejoin = parse_option(arg, "--rejoin="); rejoin) {
       options.rejoin = static_cast<std::uint32_t>(*rejoin);
+    } else if (const auto echo = parse_option(arg, "--echo-with="); echo) {
+      options.echo_with = static_cast<std::uint32_t>(*echo);
     } else if (arg == "--hold") {
       options.hold = true;
     } else {
@@ -232,6 +240,54 @@ std::optional<Options> parse_options(int argc, char** argv) {
     }
   }
   return options;
+}
+
+// Message i of the echo exchange: 100 or 20 000 bytes (fragmented on the
+// test links), every byte a function of i and its offset.
+std::vector<std::byte> echo_message(std::uint32_t index) {
+  std::vector<std::byte> bytes(index % 2 == 0 ? 100 : 20000);
+  for (std::size_t i = 0; i < bytes.size(); ++i) {
+    bytes[i] = static_cast<std::byte>((index * 131 + i * 7) & 0xff);
+  }
+  return bytes;
+}
+
+// Sends `rounds` messages on channel "echo" toward `peer` and checks that
+// each comes back unchanged.
+void check_echoes(Session& session, std::uint32_t peer, std::uint32_t rounds,
+                  std::chrono::milliseconds timeout, Counters& counters) {
+  Channel echo = session.open("echo", peer);
+  if (const std::error_code waited = session.wait_for_peer(peer, timeout)) {
+    throw Failure{"echo peer " + std::to_string(peer) + " never ran: " + waited.message()};
+  }
+  if (const std::error_code waited = echo.wait_connected(timeout)) {
+    throw Failure{"echo peer " + std::to_string(peer) +
+                  " never opened channel echo: " + waited.message()};
+  }
+  for (std::uint32_t i = 0; i < rounds; ++i) {
+    const std::vector<std::byte> sent = echo_message(i);
+    if (const std::error_code error = echo.send(sent, timeout)) {
+      throw Failure{"echo " + std::to_string(i) + " to peer " + std::to_string(peer) + ": " +
+                    error.message()};
+    }
+    const Message back = echo.receive(timeout);
+    if (!back) {
+      throw Failure{"echo " + std::to_string(i) + " from peer " + std::to_string(peer) + ": " +
+                    back.error().message()};
+    }
+    if (back.size() != sent.size() ||
+        !std::equal(sent.begin(), sent.end(), back.payload().begin())) {
+      throw Failure{"echo " + std::to_string(i) + " from peer " + std::to_string(peer) +
+                    " differs from what was sent (" + std::to_string(back.size()) +
+                    " bytes, sent " + std::to_string(sent.size()) + ")"};
+    }
+    ++counters.sent;
+    ++counters.received;
+    counters.bytes_sent += sent.size();
+    counters.bytes_received += back.size();
+  }
+  say("echo with peer " + std::to_string(peer) + ": " + std::to_string(rounds) +
+      " messages checked");
 }
 
 // Receives until the peer's reset shows; its channel close may come first.
@@ -393,6 +449,9 @@ int run(const Options& options) {
         PingPong again(*device, channels[i], session.max_record_payload(), options.timeout);
         again.play(options.rounds, pairs[i].second, with(peer) + " (rejoined)", false);
         again.add_to(counters);
+      }
+      if (options.echo_with) {
+        check_echoes(session, *options.echo_with, options.rounds, options.timeout, counters);
       }
       for (std::size_t i = 0; i < pairs.size(); ++i) {
         if (pairs[i].first == 0) host_left_after = await_reset(channels[i], options.timeout);
