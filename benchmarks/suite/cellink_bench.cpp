@@ -9,6 +9,7 @@
 // Every ratio is computed from rows of this run.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -17,6 +18,7 @@
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "peer_process.hpp"
 #include "suite.hpp"
@@ -49,7 +51,8 @@ void print_usage(std::FILE* stream) {
       "  --report DIR  also write DIR/report.md, DIR/report.html, DIR/bench.json and\n"
       "                gnuplot plots\n"
       "  --cpus A,B    the two CPUs to pin to (default: the first two allowed)\n"
-      "  --only ID,... only these transports (ids as in the JSON, e.g. cellink-channel,pipe)\n",
+      "  --only ID,... only these transports (ids as in the JSON, e.g. cellink-channel,pipe);\n"
+      "                cellink-inmate (a bare-metal inmate under QEMU TCG) runs only when named\n",
       stream);
 }
 
@@ -82,9 +85,22 @@ void print_usage(std::FILE* stream) {
   return true;
 }
 
-[[nodiscard]] bool selected(const Options& options, const std::string& id) {
-  if (options.only.empty()) return true;
-  return ("," + options.only + ",").find("," + id + ",") != std::string::npos;
+// A runner on request (the inmate's) runs only when --only names it.
+[[nodiscard]] bool selected(const Options& options, const Runner& runner) {
+  if (options.only.empty()) return !runner.on_request;
+  return ("," + options.only + ",").find("," + runner.transport.id + ",") != std::string::npos;
+}
+
+// The preset's sizes `runner` runs.
+[[nodiscard]] std::vector<std::uint64_t> sizes_of(const Runner& runner, const Preset& preset) {
+  if (runner.sizes.empty()) return preset.sizes;
+  std::vector<std::uint64_t> sizes;
+  for (const std::uint64_t size : preset.sizes) {
+    if (std::find(runner.sizes.begin(), runner.sizes.end(), size) != runner.sizes.end()) {
+      sizes.push_back(size);
+    }
+  }
+  return sizes;
 }
 
 [[nodiscard]] std::string utc_now() {
@@ -100,6 +116,7 @@ void print_usage(std::FILE* stream) {
   std::vector<Runner> runners = limit_runners();
   for (Runner& runner : cellink_runners()) runners.push_back(std::move(runner));
   runners.push_back(daemon_runner());
+  runners.push_back(inmate_runner());
   for (Runner& runner : ipc_runners()) runners.push_back(std::move(runner));
   runners.push_back(shm_spsc_runner());
   runners.push_back(rte_ring_runner());
@@ -170,11 +187,11 @@ int run(const Options& options) {
 
   std::vector<Runner> runners;
   for (Runner& runner : all_runners()) {
-    if (selected(options, runner.transport.id)) runners.push_back(std::move(runner));
+    if (selected(options, runner)) runners.push_back(std::move(runner));
   }
   std::size_t steps = 0;
   for (const Runner& runner : runners) {
-    steps += runner.transport.modes.size() * context.preset->sizes.size();
+    steps += runner.transport.modes.size() * sizes_of(runner, *context.preset).size();
   }
   std::fprintf(stderr, "cellink_bench: %s run, %zu transports, %zu steps; pinned to CPUs %d,%d\n",
                run.preset.c_str(), runners.size(), steps, context.settings.cpus.first,
@@ -183,7 +200,7 @@ int run(const Options& options) {
   for (const Runner& runner : runners) {
     run.transports.push_back(runner.transport);
     for (const Mode mode : runner.transport.modes) {
-      for (const std::uint64_t payload : context.preset->sizes) {
+      for (const std::uint64_t payload : sizes_of(runner, *context.preset)) {
         const Clock::time_point begin = Clock::now();
         std::vector<Result> rows = run_one(runner, context, mode, payload);
         const double seconds = std::chrono::duration<double>(Clock::now() - begin).count();

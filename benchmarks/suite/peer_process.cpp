@@ -149,6 +149,11 @@ Child::Child(const ChildSpec& spec) : stop_signal_(spec.stop_signal) {
     // Only async-signal-safe calls until exec: the bench may have threads.
     ::prctl(PR_SET_PDEATHSIG, spec.stop_signal);
     if (::getppid() != parent) ::_exit(127);  // the bench died before prctl
+    // No child reads stdin; QEMU's -nographic would put a terminal in raw mode.
+    if (const int null = ::open("/dev/null", O_RDONLY); null > STDIN_FILENO) {
+      ::dup2(null, STDIN_FILENO);
+      ::close(null);
+    }
     if (log) {
       ::dup2(log.get(), STDOUT_FILENO);
       ::dup2(log.get(), STDERR_FILENO);

@@ -1,7 +1,8 @@
 // The ratios the run reports: cellink's 64 B round trip against the
 // physical limit, and against each baseline, like for like (a blocking
 // cellink channel against the blocking kernel IPC, polling against the
-// polling queues and iceoryx) and, for the kernel IPC, polling cellink too.
+// polling queues and iceoryx) and, for the kernel IPC, polling cellink too;
+// and the inmate's rows against the same limits when they ran.
 // Every ratio divides two rows of this run; nothing is compared with a
 // stored figure.
 #include "suite.hpp"
@@ -84,30 +85,52 @@ struct RatioSpec {
   };
 }
 
+// The ratios of a transport that runs on request (--only), listed only in
+// a run that has it. The inmate's side is emulated (QEMU TCG): these say
+// what emulation costs against the limits, not what an inmate costs on
+// hardware.
+[[nodiscard]] std::vector<RatioSpec> on_request_specs() {
+  return {
+      {"inmate_tcg_64B_poll_rtt_over_cacheline",
+       "inmate under QEMU TCG (emulated) 64 B poll RTT / cache-line RTT",
+       {"cellink-inmate", Mode::poll, 64},
+       {"cache-line", Mode::poll, 64}},
+      {"inmate_tcg_64B_block_rtt_over_eventfd",
+       "inmate under QEMU TCG (emulated) 64 B block RTT / eventfd RTT",
+       {"cellink-inmate", Mode::block, 64},
+       {"eventfd", Mode::block, 8}},
+  };
+}
+
+[[nodiscard]] Ratio ratio_of(const Run& run, const RatioSpec& spec) {
+  Ratio ratio;
+  ratio.id = spec.id;
+  ratio.label = spec.label;
+  ratio.numerator = spec.numerator;
+  ratio.denominator = spec.denominator;
+  const Result* top = run.find(spec.numerator, Measure::rtt);
+  const Result* bottom = run.find(spec.denominator, Measure::rtt);
+  if (top == nullptr || bottom == nullptr) {
+    ratio.status = Status::not_applicable;
+    ratio.note = "a row was not measured in this run";
+  } else if (!top->measured() || !bottom->measured()) {
+    const Result& missing = top->measured() ? *bottom : *top;
+    ratio.status = missing.status;
+    ratio.note = missing.transport + ": " + missing.note;
+  } else {
+    ratio.p50 = top->latency.p50 / bottom->latency.p50;
+    ratio.p99 = top->latency.p99 / bottom->latency.p99;
+  }
+  return ratio;
+}
+
 }  // namespace
 
 std::vector<Ratio> compute_ratios(const Run& run) {
   std::vector<Ratio> ratios;
-  for (const RatioSpec& spec : specs()) {
-    Ratio ratio;
-    ratio.id = spec.id;
-    ratio.label = spec.label;
-    ratio.numerator = spec.numerator;
-    ratio.denominator = spec.denominator;
-    const Result* top = run.find(spec.numerator, Measure::rtt);
-    const Result* bottom = run.find(spec.denominator, Measure::rtt);
-    if (top == nullptr || bottom == nullptr) {
-      ratio.status = Status::not_applicable;
-      ratio.note = "a row was not measured in this run";
-    } else if (!top->measured() || !bottom->measured()) {
-      const Result& missing = top->measured() ? *bottom : *top;
-      ratio.status = missing.status;
-      ratio.note = missing.transport + ": " + missing.note;
-    } else {
-      ratio.p50 = top->latency.p50 / bottom->latency.p50;
-      ratio.p99 = top->latency.p99 / bottom->latency.p99;
-    }
-    ratios.push_back(std::move(ratio));
+  for (const RatioSpec& spec : specs()) ratios.push_back(ratio_of(run, spec));
+  for (const RatioSpec& spec : on_request_specs()) {
+    if (run.transport(spec.numerator.transport) != nullptr) ratios.push_back(ratio_of(run, spec));
   }
   return ratios;
 }

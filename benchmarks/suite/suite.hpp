@@ -2,7 +2,7 @@
 // (transport, mode, workload, payload size), the ratios computed from them,
 // and the presets that say how long each row runs. The rows are measured by
 // the runners (cellink_rows.cpp, daemon_transport.cpp, baselines_*.cpp,
-// baseline_iceoryx.cpp); the JSON (bench_json.cpp, schema in
+// baseline_iceoryx.cpp, inmate_transport.cpp); the JSON (bench_json.cpp, schema in
 // docs/bench-json.md), the table (bench_table.cpp) and the report
 // (bench_report.cpp) only read them.
 //
@@ -155,6 +155,8 @@ struct Context {
 struct Runner {
   Transport transport;
   std::function<std::vector<Result>(const Context&, Mode, std::uint64_t)> run;
+  std::vector<std::uint64_t> sizes;  // the preset's sizes it runs; empty: every one
+  bool on_request = false;           // runs only when --only names it
 };
 
 // Each builder describes its transports; a transport that is not installed
@@ -166,6 +168,7 @@ struct Runner {
 [[nodiscard]] Runner shm_spsc_runner();               // baseline_shm_spsc.cpp
 [[nodiscard]] Runner rte_ring_runner();               // baseline_rte_ring.cpp
 [[nodiscard]] Runner iceoryx_runner();                // baseline_iceoryx.cpp
+[[nodiscard]] Runner inmate_runner();                 // inmate_transport.cpp
 // Stops what the runners started for the whole run (the daemon, RouDi).
 void stop_daemon();
 void stop_iceoryx();

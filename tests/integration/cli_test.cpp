@@ -233,10 +233,12 @@ TEST_F(CliTest, QemuArgsForAnUnknownCellExitsOne) {
 }
 
 // The demo's acts 1-3 take a few seconds (more under ASan); act 4 boots a
-// Linux guest under TCG, 3-5 s idle, far more on a loaded 2-CPU machine.
-// Below the 120 s ctest TIMEOUT of the integration tests.
+// Linux guest under TCG, 3-5 s idle, far more on a loaded 2-CPU machine;
+// act 5 boots a bare-metal inmate, under a second. Below the 120 s ctest
+// TIMEOUT of the integration tests.
 constexpr milliseconds kDemoTimeout{110000};
 constexpr const char* kGuestSkipped = "\\[demo  \\] skipping the Linux guest: ";
+constexpr const char* kInmateSkipped = "\\[demo  \\] skipping the bare-metal inmate: ";
 
 bool qemu_on_path() {
   const char* path = std::getenv("PATH");
@@ -263,6 +265,40 @@ std::string guest_act_unavailable() {
   return {};
 }
 
+// Act 5, the bare-metal inmate: with QEMU it must run (the build makes the
+// ELF with cellink, in <build>/inmates beside <build>/tools/cellink).
+void expect_inmate_act(const std::string& out) {
+  if (!qemu_on_path()) {
+    EXPECT_TRUE(std::regex_search(
+        out, std::regex(std::string(kInmateSkipped) +
+                        "QEMU is not installed .*: apt install qemu-system-x86\\n")))
+        << out;
+    return;
+  }
+  if (!fs::exists(fs::path(CELLINK_BIN).parent_path().parent_path() / "inmates" /
+                  "inmate-echo.elf")) {
+    EXPECT_TRUE(std::regex_search(out, std::regex(std::string(kInmateSkipped) + "no inmate image")))
+        << out;
+    return;
+  }
+  std::smatch qemu_pid;
+  ASSERT_TRUE(std::regex_search(
+      out, qemu_pid, std::regex("\\[inmate\\] booting inmate-echo\\.elf .*\\(pid (\\d+)\\)")))
+      << out;
+  for (const char* line :
+       {"\\[inmate\\] +[0-9.]+ s  echo: ready: peer 1 of 2, channel 'demo'\\n",
+        "\\[host  \\] the inmate booted to its ready line in [0-9.]+ s; channel 'demo' "
+        "connected\\n",
+        "\\[host  \\] 100 messages .* echoed and checked byte for byte\\n",
+        "\\[host  \\] round trips .*: min [0-9]+ us, p50 [0-9]+ us, max [0-9]+ us\\n",
+        "\\[inmate\\] +[0-9.]+ s  echo: echoed 100 messages \\(100453 bytes\\), 0 not echoed\\n",
+        "\\[inmate\\] +[0-9.]+ s  echo: interrupts: [0-9]+ doorbell",
+        "\\[inmate\\] +[0-9.]+ s  echo: peer 0 reset", "\\[inmate\\] QEMU stopped"}) {
+    EXPECT_TRUE(std::regex_search(out, std::regex(line))) << line << "\n" << out;
+  }
+  EXPECT_FALSE(fs::exists("/proc/" + qemu_pid[1].str())) << "the demo's inmate QEMU still runs";
+}
+
 TEST_F(CliTest, DemoSucceedsAndLeavesNoProcessAndNoRuntimeDir) {
   const RunResult result = run({CELLINK_BIN, "demo"}, kDemoTimeout);
 
@@ -280,6 +316,7 @@ TEST_F(CliTest, DemoSucceedsAndLeavesNoProcessAndNoRuntimeDir) {
   ASSERT_TRUE(
       std::regex_search(result.out, guest_pid, std::regex("\\[guest +\\].*\\(pid (\\d+)\\)")));
   EXPECT_FALSE(fs::exists("/proc/" + guest_pid[1].str())) << "the demo's guest still runs";
+  expect_inmate_act(result.out);
 
   // Act 4, the Linux guest: it must run wherever it can.
   const std::string unavailable = guest_act_unavailable();
@@ -321,6 +358,18 @@ TEST_F(CliTest, DemoWithNoGuestSkipsTheLinuxGuestAndSucceeds) {
                                 std::regex(std::string(kGuestSkipped) + "--no-guest was given\\n")))
       << result.out;
   EXPECT_EQ(result.out.find("[linux ]"), std::string::npos) << result.out;
+  expect_inmate_act(result.out);
+  EXPECT_NE(result.out.find("cellink demo: ok"), std::string::npos) << result.out;
+}
+
+TEST_F(CliTest, DemoWithNoInmateSkipsTheInmateAndSucceeds) {
+  const RunResult result = run({CELLINK_BIN, "demo", "--no-guest", "--no-inmate"}, kDemoTimeout);
+
+  EXPECT_EQ(result.exit_code, 0) << result.out << result.err;
+  EXPECT_TRUE(std::regex_search(
+      result.out, std::regex(std::string(kInmateSkipped) + "--no-inmate was given\\n")))
+      << result.out;
+  EXPECT_EQ(result.out.find("[inmate]"), std::string::npos) << result.out;
   EXPECT_NE(result.out.find("cellink demo: ok"), std::string::npos) << result.out;
 }
 
@@ -334,7 +383,12 @@ TEST_F(CliTest, DemoWithoutQemuOnPathSaysHowToInstallItAndSucceeds) {
       result.out, std::regex(std::string(kGuestSkipped) +
                              "QEMU is not installed .*: apt install qemu-system-x86\\n")))
       << result.out;
+  EXPECT_TRUE(std::regex_search(
+      result.out, std::regex(std::string(kInmateSkipped) +
+                             "QEMU is not installed .*: apt install qemu-system-x86\\n")))
+      << result.out;
   EXPECT_EQ(result.out.find("[linux ]"), std::string::npos) << result.out;
+  EXPECT_EQ(result.out.find("[inmate]"), std::string::npos) << result.out;
   EXPECT_NE(result.out.find("cellink demo: ok"), std::string::npos) << result.out;
 }
 

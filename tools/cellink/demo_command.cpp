@@ -11,7 +11,11 @@
 //   4. a Linux guest (demo_guest.cpp): QEMU (TCG) boots the test guest
 //      image as cell "guest", whose cellink-guest-echo echoes this process's
 //      messages through uio_ivshmem. Skipped, saying why, without QEMU,
-//      without the image or with --no-guest.
+//      without the image or with --no-guest;
+//   5. a bare-metal inmate (demo_inmate.cpp): QEMU (TCG) boots
+//      examples/inmate-echo as cell "guest", which echoes this process's
+//      messages, woken by MSI-X doorbells. Skipped, saying why, without QEMU,
+//      without the ELF or with --no-inmate.
 // Then a clean exit that leaves no process and no socket behind.
 #include <spawn.h>
 #include <sys/wait.h>
@@ -413,6 +417,7 @@ int run_demo(const DemoArgs& args) {
     demo_channels(dir);
     demo_examples(dir);
     demo_linux_guest(dir, args);
+    demo_inmate(dir, args);
     result = 0;
   } catch (const std::exception& error) {
     std::fflush(stdout);

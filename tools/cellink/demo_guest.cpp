@@ -5,38 +5,21 @@
 // cell "host", sends it messages and checks the echoes, then leaves and waits
 // for the guest to report and power off. Skipped, saying why, without QEMU,
 // without the image or with --no-guest.
-#include <fcntl.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cctype>
-#include <cerrno>
-#include <condition_variable>
-#include <csignal>
-#include <cstdlib>
-#include <cstring>
 #include <fstream>
 #include <iterator>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <sstream>
-#include <string_view>
 #include <system_error>
-#include <thread>
+#include <utility>
 #include <vector>
 
-#include <fmt/ranges.h>
-
-#include "cellink/hypervisor/config.hpp"
 #include "cellink/linux-uio/message_error.hpp"
 #include "cellink/linux-uio/session.hpp"
-#include "cellink/linux-uio/unique_fd.hpp"
 #include "demo_steps.hpp"
-
-extern char** environ;
+#include "demo_vm.hpp"
 
 namespace cellink::cli::demo {
 namespace {
@@ -49,22 +32,6 @@ using linux_uio::Session;
 constexpr milliseconds kBootTimeout{120000};
 constexpr milliseconds kGuestStepTimeout{60000};
 constexpr const char* kGuestSkip = "skipping the Linux guest: ";
-
-// The path of `program` in a directory of $PATH, or empty.
-std::string find_on_path(std::string_view program) {
-  const char* path = std::getenv("PATH");
-  std::istringstream dirs(path != nullptr ? path : "");
-  for (std::string dir; std::getline(dirs, dir, ':');) {
-    const std::filesystem::path candidate =
-        std::filesystem::path(dir.empty() ? "." : dir) / program;
-    std::error_code error;
-    if (std::filesystem::is_regular_file(candidate, error) &&
-        ::access(candidate.c_str(), X_OK) == 0) {
-      return candidate.string();
-    }
-  }
-  return {};
-}
 
 // QEMU's path, or empty after printing why the guest act is skipped.
 std::string find_guest_runner(const DemoArgs& args, const std::filesystem::path& image) {
@@ -100,173 +67,27 @@ std::string find_guest_runner(const DemoArgs& args, const std::filesystem::path&
   return qemu;
 }
 
-// A QEMU process and its serial console. A thread reads the console (QEMU's
-// stdout and stderr), keeps every line for a failure report and shows the
-// guest's "CELLINK-GUEST" lines as they come. The destructor kills QEMU if
-// it still runs, so no exit path leaves it behind.
-class GuestVm {
- public:
-  explicit GuestVm(const std::vector<std::string>& argv) {
-    int pipe_ends[2];
-    if (::pipe2(pipe_ends, O_CLOEXEC) != 0) throw std::runtime_error("pipe for QEMU failed");
-    linux_uio::UniqueFd read_end(pipe_ends[0]);
-    linux_uio::UniqueFd write_end(pipe_ends[1]);
-    std::vector<char*> pointers;
-    for (const std::string& argument : argv) {
-      pointers.push_back(const_cast<char*>(argument.c_str()));
-    }
-    pointers.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    // Not the terminal: -nographic would put it in raw mode.
-    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&actions, write_end.get(), STDOUT_FILENO);
-    posix_spawn_file_actions_adddup2(&actions, write_end.get(), STDERR_FILENO);
-    std::fflush(stdout);
-    const int error =
-        ::posix_spawn(&pid_, argv[0].c_str(), &actions, nullptr, pointers.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    if (error != 0) {
-      throw std::runtime_error(fmt::format("cannot start {}: {}", argv[0], std::strerror(error)));
-    }
-    started_ = Clock::now();
-    write_end.reset();  // the console ends when QEMU exits
-    try {
-      reader_ = std::thread([this, fd = std::move(read_end)] { read_console(fd.get()); });
-    } catch (...) {
-      ::kill(pid_, SIGKILL);
-      (void)exit_code(pid_);
-      throw;
-    }
-  }
-  GuestVm(const GuestVm&) = delete;
-  GuestVm& operator=(const GuestVm&) = delete;
-  ~GuestVm() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      (void)exit_code(pid_);
-    }
-    reader_.join();
-  }
-
-  [[nodiscard]] pid_t pid() const noexcept { return pid_; }
-  [[nodiscard]] double seconds() const {
-    return std::chrono::duration<double>(Clock::now() - started_).count();
-  }
-
-  // The first console line starting with `prefix`, or nullopt when the
-  // console ended or `deadline` passed first.
-  std::optional<std::string> wait_line(std::string_view prefix, Clock::time_point deadline) {
-    std::unique_lock lock(mutex_);
-    std::optional<std::string> found;
-    changed_.wait_until(lock, deadline, [&] {
-      const auto line = std::find_if(lines_.begin(), lines_.end(), [&](const std::string& each) {
-        return each.starts_with(prefix);
-      });
-      if (line != lines_.end()) found = *line;
-      return found || ended_;
-    });
-    return found;
-  }
-  [[nodiscard]] bool console_ended() const {
-    std::lock_guard lock(mutex_);
-    return ended_;
-  }
-
-  // Waits until `deadline` for QEMU to exit; returns its exit status, or
-  // nullopt if it still runs.
-  std::optional<int> wait_exit(Clock::time_point deadline) {
-    while (Clock::now() < deadline) {
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      }
-      std::this_thread::sleep_for(milliseconds(20));
-    }
-    return std::nullopt;
-  }
-
-  void print_console() const {
-    std::lock_guard lock(mutex_);
-    fmt::print(
-        "----- the guest's console (QEMU pid {}) -----\n{}\n----- end of the console -----\n", pid_,
-        fmt::join(lines_, "\n"));
-    std::fflush(stdout);
-  }
-
- private:
-  void read_console(int fd) {
-    std::string partial;
-    char bytes[4096];
-    for (;;) {
-      const ssize_t count = ::read(fd, bytes, sizeof(bytes));
-      if (count < 0 && errno == EINTR) continue;
-      if (count <= 0) break;
-      partial.append(bytes, static_cast<std::size_t>(count));
-      for (std::size_t end; (end = partial.find('\n')) != std::string::npos;) {
-        add_line(partial.substr(0, end));
-        partial.erase(0, end + 1);
-      }
-    }
-    if (!partial.empty()) add_line(partial);
-    std::lock_guard lock(mutex_);
-    ended_ = true;
-    changed_.notify_all();
-  }
-
-  void add_line(std::string line) {
-    // Drops \r (the serial console ends lines with \r\n) and the firmware's
-    // escape sequences, which glue to the first line of /init.
-    std::erase_if(line, [](char c) { return std::iscntrl(static_cast<unsigned char>(c)) != 0; });
-    if (const std::size_t start = line.find("CELLINK-GUEST"); start != std::string::npos) {
-      line.erase(0, start);
-      say("linux", "{:6.2f} s  {}", seconds(), line);
-    }
-    std::lock_guard lock(mutex_);
-    lines_.push_back(std::move(line));
-    changed_.notify_all();
-  }
-
-  pid_t pid_ = -1;
-  Clock::time_point started_;
-  // Protects lines_ and ended_; the reader thread appends, the demo waits.
-  mutable std::mutex mutex_;
-  std::condition_variable changed_;
-  std::vector<std::string> lines_;
-  bool ended_ = false;
-  std::thread reader_;  // last: it uses the members above
-};
-
-// The QEMU command line of cell "guest": `cellink qemu-args guest` for the
-// embedded config, plus the guest image and what /init runs.
+// The QEMU command line of cell "guest": the machine of GuestTest::boot()
+// (tests/qemu/guest_fixture.hpp), the guest image and what /init runs, and
+// the devices `cellink qemu-args guest` prints for the embedded config.
 std::vector<std::string> guest_command(const std::string& qemu, const std::filesystem::path& image,
                                        const std::filesystem::path& dir) {
-  const hypervisor::ConfigResult config = hypervisor::load_default_config();
-  if (!config.ok()) throw std::runtime_error("the embedded config is invalid");
-  std::uint32_t vectors = 0;
-  for (const hypervisor::LinkConfig& link : config.config.links) {
-    if (link.name == "demo") vectors = link.vectors;
-  }
-  // The machine of GuestTest::boot() (tests/qemu/guest_fixture.hpp).
   std::vector<std::string> argv = {qemu};
   std::istringstream machine(
       "-accel tcg -machine q35 -m 256M -smp 1 -nographic -no-reboot -nic none");
   for (std::string word; machine >> word;) argv.push_back(word);
-  const std::string socket = (dir / "demo" / "guest.sock").string();
   argv.insert(argv.end(),
               {"-kernel", (image / "vmlinuz").string(), "-initrd",
                (image / "initramfs.cpio.gz").string(), "-append",
                fmt::format("console=ttyS0 quiet panic=-1 cellink.run=cellink-guest-echo "
                            "cellink.arg=--timeout-ms={}",
-                           kGuestStepTimeout.count()),
-               "-chardev", fmt::format("socket,path={},id=cellink-demo", socket), "-device",
-               fmt::format("ivshmem-doorbell,chardev=cellink-demo,vectors={}", vectors)});
+                           kGuestStepTimeout.count())});
+  for (std::string& word : guest_cell_devices(dir)) argv.push_back(std::move(word));
   return argv;
 }
 
 // Waits for the guest's echo program to open channel "demo", with progress.
-void await_guest(GuestVm& vm, Channel& channel) {
+void await_guest(QemuVm& vm, Channel& channel) {
   const Clock::time_point deadline = Clock::now() + kBootTimeout;
   Clock::time_point next_progress = Clock::now() + milliseconds(15000);
   for (;;) {
@@ -300,7 +121,7 @@ void exchange_with_guest(const std::filesystem::path& dir, const std::filesystem
   }
   auto session = std::make_unique<Session>(*device);
   Channel channel = session->open("demo");
-  GuestVm vm(guest_command(qemu, image, dir));
+  QemuVm vm(guest_command(qemu, image, dir), {"CELLINK-GUEST"}, "linux");
   say("linux", "booting Linux guest {} in QEMU (TCG, 1 CPU, 256 MiB) as cell 'guest' (pid {})",
       std::filesystem::canonical(image / "vmlinuz").filename().string(), vm.pid());
   try {

@@ -1,5 +1,6 @@
 // The pieces the acts of `cellink demo` share (demo_command.cpp runs acts 1
-// to 3 and the whole demo; demo_guest.cpp is act 4, the Linux guest).
+// to 3 and the whole demo; demo_guest.cpp is act 4, the Linux guest;
+// demo_inmate.cpp is act 5, the bare-metal inmate).
 #pragma once
 
 #include <sys/types.h>
@@ -87,5 +88,9 @@ std::pair<Message, double> round_trip(Channel& channel, std::span<const std::byt
 // Act 4 (demo_guest.cpp): a Linux guest under QEMU as cell "guest", or one
 // line saying why it is skipped. Throws when the guest fails.
 void demo_linux_guest(const std::filesystem::path& dir, const DemoArgs& args);
+
+// Act 5 (demo_inmate.cpp): the bare-metal inmate-echo under QEMU as cell
+// "guest", or one line saying why it is skipped. Throws when it fails.
+void demo_inmate(const std::filesystem::path& dir, const DemoArgs& args);
 
 }  // namespace cellink::cli::demo
