@@ -454,8 +454,11 @@ protocol = "cellink"
   std::cout << "inmate-telemetry under TCG: " << kSamples << " samples at " << rate
             << " Hz by the inmate's clock (configured 200), " << dropped
             << " dropped before the channel connected\n";
-  // The inmate's clock, not ours: TCG only slows the delivery.
-  EXPECT_NEAR(rate, 200.0, 20.0);
+  // The inmate's clock, not ours. Never faster than configured; a host too
+  // busy to run QEMU's timer on time may make it slower, so the lower bound
+  // is only a sanity check (half the rate), not a figure.
+  EXPECT_LT(rate, 220.0);
+  EXPECT_GT(rate, 100.0);
 }
 
 }  // namespace
