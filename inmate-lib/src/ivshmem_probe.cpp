@@ -132,6 +132,16 @@ bool probe_ivshmem(unsigned index, IvshmemFunction& out) {
             error == GeometryError::bad_descriptor ? ": " : "",
             error == GeometryError::bad_descriptor ? ivshmem::describe(why) : "", iv_position,
             static_cast<unsigned long long>(memory_size));
+      // What was found, beside what a cellink daemon writes.
+      print(
+          "inmate:   descriptor found: magic 0x%08x (expected 0x%08x), version %u (expected %u), "
+          "size %u (expected %u), peers %u, vectors %u (MSI-X has %u), protocol 0x%x, "
+          "memory %llu\n",
+          descriptor.magic, ivshmem::kLinkDescriptorMagic, descriptor.version,
+          ivshmem::kLinkDescriptorVersion, descriptor.descriptor_size,
+          static_cast<unsigned>(sizeof(ivshmem::LinkDescriptor)), descriptor.peers,
+          descriptor.vectors, out.msix_.size(), descriptor.protocol,
+          static_cast<unsigned long long>(descriptor.memory_size));
       return false;
     }
   } else {
