@@ -214,6 +214,7 @@ ChannelStatus Endpoint::send(std::uint32_t peer, std::uint16_t channel,
   Sink sink{*this};
   std::size_t offset = 0;
   ChannelStatus status = ChannelStatus::ok;
+  bool rechecked = false;  // want_space() said "try again" and we did, without progress
   for (;;) {
     std::uint16_t remote = 0;
     status = core_.preflight(peer, channel, bytes.size(), remote);
@@ -227,6 +228,7 @@ ChannelStatus Endpoint::send(std::uint32_t peer, std::uint16_t channel,
                            core_.resets(peer));
       if (status == ChannelStatus::ok) {
         offset += chunk;
+        rechecked = false;
         if (!more) return ChannelStatus::ok;
         continue;
       }
@@ -237,12 +239,19 @@ ChannelStatus Endpoint::send(std::uint32_t peer, std::uint16_t channel,
         continue;  // the peer restarted under us: preflight() reports the reset
       }
       if (status == ChannelStatus::credit_fault) break;
-      // would_block or loan_in_progress: ask for a space-freed doorbell.
-      if (core_.want_space(peer, channel, static_cast<std::uint32_t>(chunk))) continue;
+      // would_block or loan_in_progress: ask for a space-freed doorbell, and
+      // try once more at once if room may have appeared meanwhile; a second
+      // "try again" without progress waits like any other (and so meets the
+      // deadline).
+      if (core_.want_space(peer, channel, static_cast<std::uint32_t>(chunk)) && !rechecked) {
+        rechecked = true;
+        continue;
+      }
     } else if (status != ChannelStatus::not_connected) {
       break;  // peer_reset, channel_closed, message_too_large
     }
     if (timeout_ns == 0 || hooks_.now_ns() >= deadline) break;
+    rechecked = false;
     if (prepare_to_sleep()) hooks_.wait(hooks_.context);
     service();
     if (status == ChannelStatus::not_connected) {
