@@ -74,18 +74,8 @@ int cellink::inmate::inmate_main() {
   if (!loop.start("echo", static_cast<unsigned>(device), /*tick_hz=*/100)) return 3;
   Endpoint& endpoint = loop.endpoint();
   const auto& link = endpoint.core().link();
-  std::uint16_t ids[kEndpointMaxPeers] = {};
-  for (std::uint32_t peer = 0; peer < link.peer_count(); ++peer) {
-    if (peer == link.id()) continue;
-    ids[peer] = endpoint.open(peer, channel);
-    if (ids[peer] == 0) {
-      print(
-          "echo: cannot open channel '%s' toward peer %u (a valid name is 1..48 printable "
-          "characters)\n",
-          channel, peer);
-      return 2;
-    }
-  }
+  std::uint16_t ids[kEndpointMaxPeers];
+  if (!loop.open_everywhere(channel, ids)) return 2;
   print("echo: ready: peer %u of %u, channel '%s'%s\n", link.id(), link.peer_count(), channel,
         poll != 0 ? ", polling" : "");
 

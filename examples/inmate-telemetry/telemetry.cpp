@@ -92,17 +92,10 @@ int cellink::inmate::inmate_main() {
   }
   Endpoint& endpoint = loop.endpoint();
   const auto& link = endpoint.core().link();
-  std::uint16_t ids[kEndpointMaxPeers] = {};
+  std::uint16_t ids[kEndpointMaxPeers];
   std::uint64_t sequence[kEndpointMaxPeers] = {};
   std::uint64_t dropped[kEndpointMaxPeers] = {};
-  for (std::uint32_t peer = 0; peer < link.peer_count(); ++peer) {
-    if (peer == link.id()) continue;
-    ids[peer] = endpoint.open(peer, channel);
-    if (ids[peer] == 0) {
-      print("telemetry: cannot open channel '%s' toward peer %u\n", channel, peer);
-      return 2;
-    }
-  }
+  if (!loop.open_everywhere(channel, ids)) return 2;
   print("telemetry: ready: peer %u of %u, channel '%s', %llu Hz\n", link.id(), link.peer_count(),
         channel, static_cast<unsigned long long>(rate));
 

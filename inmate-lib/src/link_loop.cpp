@@ -48,6 +48,23 @@ bool LinkLoop::start(const char* who, unsigned device_index, std::uint32_t tick_
   return true;
 }
 
+bool LinkLoop::open_everywhere(const char* name, std::uint16_t (&ids)[kEndpointMaxPeers]) {
+  const auto& link = endpoint_.core().link();
+  for (std::uint32_t peer = 0; peer < kEndpointMaxPeers; ++peer) ids[peer] = 0;
+  for (std::uint32_t peer = 0; peer < link.peer_count(); ++peer) {
+    if (peer == link.id()) continue;
+    ids[peer] = endpoint_.open(peer, name);
+    if (ids[peer] == 0) {
+      print(
+          "%s: cannot open channel '%s' toward peer %u (a valid name is 1..48 printable "
+          "characters, open once per peer)\n",
+          who_, name, peer);
+      return false;
+    }
+  }
+  return true;
+}
+
 void LinkLoop::wait() noexcept {
   // Re-armed first: a one-shot v2 device delivers nothing until then, and a
   // doorbell that the wake-up request below provokes must get through.

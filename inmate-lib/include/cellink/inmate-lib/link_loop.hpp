@@ -38,6 +38,11 @@ class LinkLoop {
     return ticks_.load(std::memory_order_relaxed);
   }
 
+  // Opens channel `name` toward every other peer of the link; ids[peer] is
+  // its local id toward that peer (0 for ourselves). Prints why and returns
+  // false when a name is invalid or no id is free.
+  bool open_everywhere(const char* name, std::uint16_t (&ids)[kEndpointMaxPeers]);
+
   // Halts until the next interrupt (a doorbell or the tick).
   void wait() noexcept;
   // Prints and consumes every pending event; returns how many.
