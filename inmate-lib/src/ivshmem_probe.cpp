@@ -160,25 +160,23 @@ bool probe_ivshmem(unsigned index, IvshmemFunction& out) {
     const std::uint32_t max_peers =
         out.registers_.read32(offsetof(ivshmem::v2::Registers, max_peers));
     const std::uint32_t class_code = pci_read32(at, kPciRevisionClass) >> 8;
-    if (have_bar2) {
-      memory_base = memory.address;
-      memory_size = memory.size;
-    } else if (copy.length == ivshmem::v2::kVendorCapabilityLengthWithBase) {
-      memory_base = copy.base_address;
-      ivshmem::Layout layout;
-      const ivshmem::LayoutRequest request{max_peers, copy.rw_section_size,
-                                           copy.output_section_size};
-      memory_size = ivshmem::Layout::compute(request, layout) == ivshmem::LayoutError::ok
-                        ? layout.used_size()
-                        : 0;
+    // The memory: BAR2, or the region at the capability's base address,
+    // which holds exactly the sections the capability describes.
+    const bool at_base = !have_bar2 && copy.length == ivshmem::v2::kVendorCapabilityLengthWithBase;
+    if (!have_bar2 && !at_base) {
+      say(at, "neither a BAR2 nor a base address in the vendor capability: no shared memory");
+      return false;
     }
+    memory_base = have_bar2 ? memory.address : copy.base_address;
+    const std::uint64_t region = have_bar2 ? memory.size : ~std::uint64_t{0};
     const GeometryError error =
-        v2_geometry(copy, id, max_peers, class_code, out.msix_.size(), memory_size, geometry);
+        v2_geometry(copy, id, max_peers, class_code, out.msix_.size(), region, geometry);
     if (error != GeometryError::ok) {
       print("inmate: ivshmem %02x:%02x.%x: %s (ID %u, Maximum Peers %u, class %06x)\n", at.bus,
             at.device, at.function, describe(error), id, max_peers, class_code);
       return false;
     }
+    memory_size = have_bar2 ? memory.size : geometry.layout.used_size();
   }
   if (!map_link_memory(memory_base, memory_size, geometry, search.v2)) {
     say(at, "cannot map the shared memory");
