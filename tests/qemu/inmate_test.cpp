@@ -49,22 +49,27 @@ using linux_uio::MessageErrc;
 using linux_uio::Session;
 using linux_uio::SessionOptions;
 
-// 64 KiB output sections: 32 KiB rings, records up to about 16 KiB, so the
-// 20 000- and 32 000-byte messages go in fragments.
-constexpr const char* kHostInmateConfig = R"([[cell]]
-name = "host"
+// The daemon's configuration for one link `link` whose cells, in peer-id
+// order, are `cells`: no R/W section, 2 vectors, cellink's protocol.
+std::string link_config(const std::string& link, const std::vector<std::string>& cells,
+                        const std::string& output_section) {
+  std::string text;
+  std::string members;
+  for (const std::string& cell : cells) {
+    text += "[[cell]]\nname = \"" + cell + "\"\n\n";
+    members += (members.empty() ? "\"" : ", \"") + cell + "\"";
+  }
+  return text + "[[link]]\nname = \"" + link + "\"\ncells = [" + members +
+         "]\nrw_section = \"0\"\noutput_section = \"" + output_section +
+         "\"\nvectors = 2\nprotocol = \"cellink\"\n";
+}
 
-[[cell]]
-name = "inmate"
-
-[[link]]
-name = "bare"
-cells = ["host", "inmate"]
-rw_section = "0"
-output_section = "64KiB"
-vectors = 2
-protocol = "cellink"
-)";
+// Host (peer 0) and inmate (peer 1) on link "bare". 64 KiB output sections:
+// 32 KiB rings, records up to about 16 KiB, so the 20 000- and 32 000-byte
+// messages go in fragments.
+std::string host_inmate_config() {
+  return link_config("bare", {"host", "inmate"}, "64KiB");
+}
 
 const std::vector<std::size_t> kSizes = {1, 64, 1000, 20000, 100, 4000, 32000, 512};
 
@@ -162,7 +167,7 @@ class InmateEcho : public InmateTest {
 };
 
 TEST_F(InmateEcho, HostAndInmateExchangeCheckedMessages) {
-  const auto config = write_config(kHostInmateConfig);
+  const auto config = write_config(host_inmate_config());
   start_daemon(config);
   Host host = join("bare", "host");
   Process& inmate = boot_inmate("echo", "inmate", config, "inmate-echo", "report=600");
@@ -196,7 +201,7 @@ TEST_F(InmateEcho, HostAndInmateExchangeCheckedMessages) {
 }
 
 TEST_F(InmateEcho, AKilledInmateIsAResetAndItsSuccessorResumes) {
-  const auto config = write_config(kHostInmateConfig);
+  const auto config = write_config(host_inmate_config());
   start_daemon(config);
   Host host = join("bare", "host");
   Process& first = boot_inmate("first", "inmate", config, "inmate-echo");
@@ -254,7 +259,7 @@ TEST_F(InmateEcho, AKilledInmateIsAResetAndItsSuccessorResumes) {
 }
 
 TEST_F(InmateEcho, TheInmateWaitsOutAHostThatLeavesAndComesBack) {
-  const auto config = write_config(kHostInmateConfig);
+  const auto config = write_config(host_inmate_config());
   start_daemon(config);
   auto device = HostDevice::connect({runtime_dir(), "bare", "host"});
   Process& inmate = boot_inmate("echo", "inmate", config, "inmate-echo");
@@ -277,26 +282,8 @@ TEST_F(InmateEcho, TheInmateWaitsOutAHostThatLeavesAndComesBack) {
 
 // Three cells: two hosts (peers 0 and 1, both this process) and the inmate
 // (peer 2).
-constexpr const char* kTwoHostsConfig = R"([[cell]]
-name = "a"
-
-[[cell]]
-name = "b"
-
-[[cell]]
-name = "inmate"
-
-[[link]]
-name = "trio"
-cells = ["a", "b", "inmate"]
-rw_section = "0"
-output_section = "128KiB"
-vectors = 2
-protocol = "cellink"
-)";
-
 TEST_F(InmateEcho, ACorruptRingStopsOnlyThatPeer) {
-  const auto config = write_config(kTwoHostsConfig);
+  const auto config = write_config(link_config("trio", {"a", "b", "inmate"}, "128KiB"));
   start_daemon(config);
   Host a = join("trio", "a", 2);
   Host b = join("trio", "b", 2);
@@ -330,7 +317,7 @@ TEST_F(InmateEcho, ACorruptRingStopsOnlyThatPeer) {
 // The page tables behind "writes nothing outside its own sections": an
 // inmate that tries to write another peer's output section faults.
 TEST_F(InmateEcho, AWriteIntoAnotherPeersSectionFaults) {
-  const auto config = write_config(kHostInmateConfig);
+  const auto config = write_config(host_inmate_config());
   start_daemon(config);
   Host host = join("bare", "host");
   Process& inmate = boot_inmate("echo", "inmate", config, "inmate-echo", "write-other=1");
@@ -349,24 +336,7 @@ TEST_F(InmateEcho, AWriteIntoAnotherPeersSectionFaults) {
 TEST_F(InmateEcho, AnInmateAGuestAndAHostOnOneLink) {
   require_guest_image();
   if (IsSkipped()) return;
-  constexpr const char* config_text = R"([[cell]]
-name = "host"
-
-[[cell]]
-name = "guest"
-
-[[cell]]
-name = "inmate"
-
-[[link]]
-name = "mixed"
-cells = ["host", "guest", "inmate"]
-rw_section = "0"
-output_section = "128KiB"
-vectors = 2
-protocol = "cellink"
-)";
-  const auto config = write_config(config_text);
+  const auto config = write_config(link_config("mixed", {"host", "guest", "inmate"}, "128KiB"));
   start_daemon(config);
   Host host = join("mixed", "host", 2);
   Channel guest_ping = host.session->open(guest_test::kChannelName, 1);
@@ -402,21 +372,7 @@ protocol = "cellink"
 }
 
 TEST_F(InmateEcho, TelemetryArrivesAtTheConfiguredRate) {
-  constexpr const char* config_text = R"([[cell]]
-name = "host"
-
-[[cell]]
-name = "sensor"
-
-[[link]]
-name = "telemetry"
-cells = ["host", "sensor"]
-rw_section = "0"
-output_section = "64KiB"
-vectors = 2
-protocol = "cellink"
-)";
-  const auto config = write_config(config_text);
+  const auto config = write_config(link_config("telemetry", {"host", "sensor"}, "64KiB"));
   start_daemon(config);
   auto device = HostDevice::connect({runtime_dir(), "telemetry", "host"});
   Session session(*device, SessionOptions{.spin_budget = std::chrono::nanoseconds{0}});
