@@ -23,15 +23,21 @@
 #include <toml++/toml.h>
 
 #include "cellink/ivshmem/protocol.hpp"
+#include "config_errors.hpp"
 #include "config_values.hpp"
 
 namespace cellink::hypervisor {
 namespace {
 
+using detail::ErrorSink;
+using detail::in_quotes;
+using detail::join;
+using detail::type_name;
+
 // Names become socket file names and must fit the 32-byte descriptor name.
 constexpr std::size_t kMaxNameLength = 31;
 
-constexpr std::array<std::string_view, 2> kTopLevelKeys{"cell", "link"};
+constexpr std::array<std::string_view, 3> kTopLevelKeys{"cell", "link", "console"};
 constexpr std::array<std::string_view, 1> kCellKeys{"name"};
 constexpr std::array<std::string_view, 7> kLinkKeys{
     "name", "cells", "rw_section", "output_section", "vectors", "protocol", "backing"};
@@ -56,72 +62,6 @@ vectors = 2
 protocol = "cellink"
 backing = "memfd"
 )";
-
-// User text inside a one-line message: quoted, control bytes escaped.
-std::string in_quotes(std::string_view text, char quote = '\'') {
-  std::string out(1, quote);
-  for (const char c : text) {
-    const auto byte = static_cast<unsigned char>(c);
-    if (byte < 0x20 || byte == 0x7f) {
-      out += fmt::format("\\x{:02x}", byte);
-    } else {
-      out += c;
-    }
-  }
-  out += quote;
-  return out;
-}
-
-std::string_view type_name(toml::node_type type) {
-  switch (type) {
-    case toml::node_type::string: return "a string";
-    case toml::node_type::integer: return "an integer";
-    case toml::node_type::floating_point: return "a floating-point number";
-    case toml::node_type::boolean: return "a boolean";
-    case toml::node_type::table: return "a table";
-    case toml::node_type::array: return "an array";
-    case toml::node_type::date: return "a date";
-    case toml::node_type::time: return "a time";
-    case toml::node_type::date_time: return "a date-time";
-    case toml::node_type::none: break;
-  }
-  return "nothing";
-}
-
-std::string join(std::span<const std::string_view> words) {
-  std::string out;
-  for (const std::string_view word : words) {
-    out += fmt::format("{}'{}'", out.empty() ? "" : ", ", word);
-  }
-  return out;
-}
-
-// Collects errors, each prefixed with "source:line:col: ".
-class ErrorSink {
- public:
-  explicit ErrorSink(std::string_view source) : source_(source) {}
-
-  void add(const toml::source_position& where, std::string message) {
-    errors_.push_back({fmt::format("{}:{}:{}: {}", source_, where.line, where.column, message),
-                       where.line, where.column});
-  }
-
-  [[nodiscard]] std::string at(const toml::source_position& where) const {
-    return fmt::format("{}:{}:{}", source_, where.line, where.column);
-  }
-
-  // The errors in file order; checks run per object, not per line.
-  [[nodiscard]] std::vector<ConfigError> take() {
-    std::stable_sort(errors_.begin(), errors_.end(), [](const auto& a, const auto& b) {
-      return std::pair{a.line, a.column} < std::pair{b.line, b.column};
-    });
-    return std::move(errors_);
-  }
-
- private:
-  std::string source_;
-  std::vector<ConfigError> errors_;
-};
 
 // Where each name was first declared, to report duplicates.
 using NameMap = std::map<std::string, toml::source_position, std::less<>>;
@@ -185,6 +125,7 @@ Config Validator::validate(const toml::table& root) {
     }
   }
   report_missing_sections(root);
+  detail::read_consoles(root, config_, errors_);
   return std::move(config_);
 }
 
@@ -194,8 +135,8 @@ void Validator::check_keys(const toml::table& table, std::string_view object,
     if (std::find(valid.begin(), valid.end(), key.str()) != valid.end()) continue;
     if (object.empty()) {
       errors_.add(key.source().begin,
-                  fmt::format("unknown top-level key {}{}; the top level holds only [[cell]] and "
-                              "[[link]] tables",
+                  fmt::format("unknown top-level key {}{}; the top level holds only [[cell]], "
+                              "[[link]] and [[console]] tables",
                               in_quotes(key.str()), detail::key_suggestion(key.str(), valid)));
     } else {
       errors_.add(
@@ -587,6 +528,13 @@ const CellConfig* Config::find_cell(std::string_view name) const noexcept {
   const auto found = std::find_if(cells.begin(), cells.end(),
                                   [name](const CellConfig& cell) { return cell.name == name; });
   return found == cells.end() ? nullptr : &*found;
+}
+
+const ConsoleConfig* Config::find_console(std::string_view cell) const noexcept {
+  const auto found =
+      std::find_if(consoles.begin(), consoles.end(),
+                   [cell](const ConsoleConfig& console) { return console.cell == cell; });
+  return found == consoles.end() ? nullptr : &*found;
 }
 
 ConfigResult parse_config(std::string_view toml_text, std::string_view source_name) {

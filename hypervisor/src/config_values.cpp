@@ -260,6 +260,13 @@ std::string format_layouts(const Config& config) {
     if (!out.empty()) out += '\n';
     out += format_layout(link);
   }
+  for (const ConsoleConfig& console : config.consoles) {
+    out += fmt::format(
+        "\nconsole of cell '{}': link '{}', back end cell '{}'; log rotated at {}, {} files; "
+        "scrollback {}\n",
+        console.cell, console.link, console.backend_cell, format_size(console.log_size),
+        console.log_files, format_size(console.scrollback));
+  }
   return out;
 }
 

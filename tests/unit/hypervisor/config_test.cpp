@@ -497,13 +497,67 @@ TEST(FormatLayouts, SeparatesLinksAndShowsFileBackingAndUnnamedProtocols) {
   EXPECT_NE(report.find("  output 1 (rt)     0x201000  2 MiB\n"), std::string::npos) << report;
 }
 
+// ---------------------------------------------------------------- consoles
+
+TEST(Config, ReadsAConsoleAndNamesTheLinksOtherCellAsItsBackEnd) {
+  const ConfigResult result = load_config(kConfigDir / "good-console.toml");
+  ASSERT_TRUE(result.ok()) << messages(result);
+  ASSERT_EQ(result.config.consoles.size(), 1U);
+  const ConsoleConfig* console = result.config.find_console("guest");
+  ASSERT_NE(console, nullptr);
+  EXPECT_EQ(console->link, "guest-console");
+  EXPECT_EQ(console->backend_cell, "console");
+  EXPECT_EQ(console->log_size, 256U * 1024U);
+  EXPECT_EQ(console->log_files, 5U);
+  EXPECT_EQ(console->scrollback, 16U * 1024U);
+  EXPECT_EQ(result.config.find_console("console"), nullptr);
+  EXPECT_NE(format_layouts(result.config)
+                .find("console of cell 'guest': link 'guest-console', back end cell 'console'"),
+            std::string::npos)
+      << format_layouts(result.config);
+}
+
+TEST(Config, AConsoleWithoutOptionalKeysGetsTheDefaults) {
+  const ConfigResult result = parse_config(R"(
+[[cell]]
+name = "a"
+[[cell]]
+name = "b"
+[[link]]
+name = "l"
+cells = ["b", "a"]
+protocol = "virtio-front:console"
+rw_section = "64KiB"
+output_section = "0"
+[[console]]
+cell = "b"
+link = "l"
+)",
+                                           "inline");
+  ASSERT_TRUE(result.ok()) << messages(result);
+  const ConsoleConfig& console = result.config.consoles.at(0);
+  EXPECT_EQ(console.backend_cell, "a");
+  EXPECT_EQ(console.log_size, 1024U * 1024U);
+  EXPECT_EQ(console.log_files, 3U);
+  EXPECT_EQ(console.scrollback, 64U * 1024U);
+}
+
 // ---------------------------------------------------------------- fixtures
 
-constexpr std::array<std::string_view, 33> kBadFixtures{
+constexpr std::array<std::string_view, 42> kBadFixtures{
     "bad-backing-dot-dot.toml",
     "bad-backing-location.toml",
     "bad-backing-relative.toml",
     "bad-cell-twice-in-link.toml",
+    "bad-console-cell-not-on-link.toml",
+    "bad-console-log-size.toml",
+    "bad-console-missing-cell.toml",
+    "bad-console-small-rw-section.toml",
+    "bad-console-three-peers.toml",
+    "bad-console-twice.toml",
+    "bad-console-unknown-key.toml",
+    "bad-console-unknown-link.toml",
+    "bad-console-wrong-protocol.toml",
     "bad-duplicate-backing.toml",
     "bad-duplicate-cell.toml",
     "bad-duplicate-link.toml",
@@ -535,8 +589,8 @@ constexpr std::array<std::string_view, 33> kBadFixtures{
     "bad-zero-vectors.toml",
 };
 
-constexpr std::array<std::string_view, 4> kGoodFixtures{
-    "good-default.toml", "good-file-backing.toml", "good-sixteen-peers.toml",
+constexpr std::array<std::string_view, 5> kGoodFixtures{
+    "good-console.toml", "good-default.toml", "good-file-backing.toml", "good-sixteen-peers.toml",
     "good-three-peers.toml"};
 
 // The fixture's "# expect:" line, split into its position and its text.

@@ -17,6 +17,11 @@
 //   protocol = "cellink"           # or "undefined", "veth", or an integer
 //   backing = "memfd"              # or an absolute path on /dev/shm or hugetlbfs
 //
+//   [[console]]                    # optional: a virtio console for a cell
+//   cell = "rt"                    # whose console it is (the virtio front end)
+//   link = "rt-console"            # a 2-peer virtio-front:console link; its other
+//                                  # cell is the back end (`cellink console serve`)
+//
 // load_config() validates the whole file before returning anything: either a
 // Config whose every link has a valid Layout, or every error found, each with
 // file:line:col, the object it concerns and a remedy.
@@ -58,13 +63,31 @@ struct LinkConfig {
   [[nodiscard]] int peer_id(std::string_view cell) const noexcept;
 };
 
+// A cell's virtual console (docs/console.md): a virtio console carried by a
+// 2-peer link, served on the host by `cellink console serve`.
+struct ConsoleConfig {
+  // The smallest R/W section a console link may have: the header page plus
+  // room for two small queues and their buffers.
+  static constexpr std::uint64_t kMinRwSection = std::uint64_t{64} * 1024;
+
+  std::string cell;          // the cell whose console this is (the virtio front end)
+  std::string link;          // the link that carries it
+  std::string backend_cell;  // the link's other cell: the back end's identity on the link
+  std::uint64_t log_size = std::uint64_t{1} << 20;     // rotate the log at this size
+  std::uint32_t log_files = 3;                         // the log plus the rotated ones kept
+  std::uint64_t scrollback = std::uint64_t{64} << 10;  // replayed to each new viewer
+};
+
 struct Config {
   std::string source;  // file path, or "<embedded default>"
   std::vector<CellConfig> cells;
   std::vector<LinkConfig> links;
+  std::vector<ConsoleConfig> consoles;
 
   [[nodiscard]] const LinkConfig* find_link(std::string_view name) const noexcept;
   [[nodiscard]] const CellConfig* find_cell(std::string_view name) const noexcept;
+  // The console of `cell`, or null when it has none.
+  [[nodiscard]] const ConsoleConfig* find_console(std::string_view cell) const noexcept;
 };
 
 // One validation problem. `message` already carries "file:line:col: " and
