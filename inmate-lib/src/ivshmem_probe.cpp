@@ -71,13 +71,13 @@ void IvshmemFunction::on_interrupt(void* context) noexcept {
   note_wakeup();
 }
 
-bool probe_ivshmem(unsigned index, IvshmemFunction& out) {
+ProbeResult probe_ivshmem_protocol(unsigned index, IvshmemFunction& out, std::uint16_t protocol) {
   Search search;
   search.wanted = index;
   pci_for_each_function(visit, &search);
   if (!search.found) {
     print("inmate: no ivshmem function #%u (PCI 1af4:1110 or 110a:4106)\n", index);
-    return false;
+    return ProbeResult::no_function;
   }
   const PciAddress at = search.address;
   out.address_ = at;
@@ -86,18 +86,18 @@ bool probe_ivshmem(unsigned index, IvshmemFunction& out) {
   PciBar registers{};
   if (!pci_bar(at, 0, registers) || registers.io || registers.size < 0x14) {
     say(at, "BAR0 (the registers) is missing or not memory");
-    return false;
+    return ProbeResult::refused;
   }
   const std::uint64_t register_span = registers.size < 4096 ? 4096 : registers.size;
   if (!map_range(registers.address, register_span, Access::read_write, Caching::uncached)) {
     say(at, "cannot map BAR0");
-    return false;
+    return ProbeResult::refused;
   }
   out.registers_.attach(registers.address);
   pci_enable(at, true, true);
   if (!out.msix_.attach(at)) {
     say(at, "no usable MSI-X table: no doorbell could reach us");
-    return false;
+    return ProbeResult::refused;
   }
 
   IvshmemGeometry geometry;
@@ -109,13 +109,14 @@ bool probe_ivshmem(unsigned index, IvshmemFunction& out) {
   if (!search.v2) {
     if (!have_bar2) {
       say(at, "BAR2 (the shared memory) is missing: is this ivshmem-doorbell with a memory?");
-      return false;
+      return ProbeResult::refused;
     }
     memory_base = memory.address;
     memory_size = memory.size;
     // The descriptor is read once, into a private copy (every peer of a v1
     // link can write it), and only the copy is used.
-    if (!map_range(memory_base, 4096, Access::read_only, Caching::write_back)) return false;
+    if (!map_range(memory_base, 4096, Access::read_only, Caching::write_back))
+      return ProbeResult::refused;
     ivshmem::LinkDescriptor descriptor;
     const auto* source =
         reinterpret_cast<const volatile std::byte*>(memory_base + ivshmem::kLinkDescriptorOffset);
@@ -124,8 +125,13 @@ bool probe_ivshmem(unsigned index, IvshmemFunction& out) {
     const std::uint32_t iv_position =
         out.registers_.read32(offsetof(ivshmem::v1::Registers, iv_position));
     ivshmem::DescriptorError why{};
-    const GeometryError error =
-        v1_geometry(descriptor, memory_size, iv_position, out.msix_.size(), geometry, why);
+    const GeometryError error = v1_geometry(descriptor, memory_size, iv_position, out.msix_.size(),
+                                            geometry, why, protocol);
+    if (error == GeometryError::wrong_protocol) {
+      print("inmate: ivshmem %02x:%02x.%x: link protocol 0x%x, not 0x%x: skipped\n", at.bus,
+            at.device, at.function, descriptor.protocol, protocol);
+      return ProbeResult::other_protocol;
+    }
     if (error != GeometryError::ok) {
       print("inmate: ivshmem %02x:%02x.%x: %s%s%s (IVPosition %u, BAR2 %llu bytes)\n", at.bus,
             at.device, at.function, describe(error),
@@ -142,13 +148,13 @@ bool probe_ivshmem(unsigned index, IvshmemFunction& out) {
           static_cast<unsigned>(sizeof(ivshmem::LinkDescriptor)), descriptor.peers,
           descriptor.vectors, out.msix_.size(), descriptor.protocol,
           static_cast<unsigned long long>(descriptor.memory_size));
-      return false;
+      return ProbeResult::refused;
     }
   } else {
     const std::uint8_t capability = pci_find_capability(at, ivshmem::v2::kVendorCapabilityId);
     if (capability == 0) {
       say(at, "no ivshmem 2.0 vendor capability");
-      return false;
+      return ProbeResult::refused;
     }
     ivshmem::v2::VendorCapability copy{};
     auto* bytes = reinterpret_cast<std::uint8_t*>(&copy);
@@ -165,22 +171,27 @@ bool probe_ivshmem(unsigned index, IvshmemFunction& out) {
     const bool at_base = !have_bar2 && copy.length == ivshmem::v2::kVendorCapabilityLengthWithBase;
     if (!have_bar2 && !at_base) {
       say(at, "neither a BAR2 nor a base address in the vendor capability: no shared memory");
-      return false;
+      return ProbeResult::refused;
     }
     memory_base = have_bar2 ? memory.address : copy.base_address;
     const std::uint64_t region = have_bar2 ? memory.size : ~std::uint64_t{0};
     const GeometryError error =
-        v2_geometry(copy, id, max_peers, class_code, out.msix_.size(), region, geometry);
+        v2_geometry(copy, id, max_peers, class_code, out.msix_.size(), region, geometry, protocol);
+    if (error == GeometryError::wrong_protocol) {
+      print("inmate: ivshmem %02x:%02x.%x: class %06x, not protocol 0x%x: skipped\n", at.bus,
+            at.device, at.function, class_code, protocol);
+      return ProbeResult::other_protocol;
+    }
     if (error != GeometryError::ok) {
       print("inmate: ivshmem %02x:%02x.%x: %s (ID %u, Maximum Peers %u, class %06x)\n", at.bus,
             at.device, at.function, describe(error), id, max_peers, class_code);
-      return false;
+      return ProbeResult::refused;
     }
     memory_size = have_bar2 ? memory.size : geometry.layout.used_size();
   }
   if (!map_link_memory(memory_base, memory_size, geometry, search.v2)) {
     say(at, "cannot map the shared memory");
-    return false;
+    return ProbeResult::refused;
   }
   out.memory_address_ = memory_base;
   auto* base = reinterpret_cast<std::byte*>(static_cast<std::uintptr_t>(memory_base));
@@ -201,7 +212,7 @@ bool probe_ivshmem(unsigned index, IvshmemFunction& out) {
         !set_interrupt_handler(cpu_vector, IvshmemFunction::on_interrupt, &out.contexts_[vector]) ||
         !out.msix_.route(vector, cpu_vector)) {
       say(at, "cannot route an MSI-X vector");
-      return false;
+      return ProbeResult::refused;
     }
   }
   out.routed_ = routed;
@@ -215,7 +226,7 @@ bool probe_ivshmem(unsigned index, IvshmemFunction& out) {
       static_cast<unsigned long long>(memory_size / 1024),
       static_cast<unsigned long long>(memory_base),
       static_cast<unsigned long long>(geometry.layout.output_section(0).size / 1024));
-  return true;
+  return ProbeResult::ok;
 }
 
 }  // namespace cellink::inmate

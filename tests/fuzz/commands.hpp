@@ -72,20 +72,23 @@ enum class ProducerCommand : std::uint8_t {
 
 // virtq_device_fuzzer: the driver's areas are the script's.
 enum class DeviceCommand : std::uint8_t {
-  pop,          // pop() a + 1 times
-  push_held,    // push(held head [a], u16 bytes)
-  push,         // push(u16 head, u16 bytes)
-  publish,      // publish(), checking the notification
-  arm_notify,   // arm_notify()
-  driver_add,   // a driver publishes a % 4 + 1 descriptors from desc[u8], the last a / 4
-                // writable, each at data + 4 * u8 with 4 * u8 bytes
-  avail_idx,    // avail.idx += a (a = 15: = u16)
-  avail_slot,   // avail.ring[u8] = u16
-  desc_raw,     // desc[u8] = {u64, u32, u16, u16}
-  desc_coarse,  // desc[u8].addr = 16 * u16, .len = u16
-  poke,         // section byte u16 = u8
-  used_event,   // used_event = u16
-  reinit,       // init() the device again
+  pop,             // pop() a + 1 times
+  push_held,       // push(held head [a], u16 bytes)
+  push,            // push(u16 head, u16 bytes)
+  publish,         // publish(), checking the notification
+  arm_notify,      // arm_notify()
+  driver_add,      // a driver publishes a % 4 + 1 descriptors from desc[u8], the last a / 4
+                   // writable, each at data + 4 * u8 with 4 * u8 bytes
+  avail_idx,       // avail.idx += a (a = 15: = u16)
+  avail_slot,      // avail.ring[u8] = u16
+  desc_raw,        // desc[u8] = {u64, u32, u16, u16}
+  desc_coarse,     // desc[u8].addr = 16 * u16, .len = u16
+  poke,            // section byte u16 = u8
+  used_event,      // used_event = u16
+  reinit,          // init() the device again
+  reinit_flags,    // init() again with a pool offset (a & 1: the first area; a & 2: 16 past it)
+                   // and flag-based suppression (unless a & 4: EVENT_IDX)
+  disable_notify,  // disable_notify()
 };
 
 // virtq_driver_fuzzer: the device's areas are the script's.
@@ -103,6 +106,32 @@ enum class DriverCommand : std::uint8_t {
   poke,             // section byte u16 = u8
   reinit,           // init() the driver again
   add_all,          // add(N + (a & 1) empty buffers)
+};
+
+// virtio_ivshmem_device_fuzzer: the front end's register writes, state and
+// driver areas are the script's; the back end's calls are checked.
+enum class DeviceLinkCommand : std::uint8_t {
+  write_field,  // header field [a] = u64 (a < 11: the writable fields in header order;
+                // else the offset is u8), then write_transaction and service()
+  write_small,  // the same with the value u8 (a >= 11: offset 0x08 + 4 (a - 11), read-only)
+  front_state,  // front end state = a & 1 (a & 3 == 2: = u32); then service() unless a & 4
+  service,      // service() a + 1 times
+  negotiate,    // status 0, ACK | DRIVER, features, FEATURES_OK; features: a & 1 adds
+                // EVENT_IDX, a & 2 drops VERSION_1, a & 4 drops ACCESS_PLATFORM, a & 8 adds bit 40
+  setup_queue,  // queue a & 1 of size 1 << ((a >> 1) % 9) at 0x1000 + 16 * u16,
+                // driver vector u8 & 3, then queue_enable = 1
+  driver_ok,    // device_status = ACK | DRIVER | FEATURES_OK | DRIVER_OK
+  driver_add,   // queue a & 1: ((a >> 1) & 3) + 1 descriptors from desc[u8], each at 4 * u16
+                // with 4 * u8 bytes, the last writable if a & 8; published
+  desc_raw,     // queue a & 1: desc[u8] = {u64, u32, u16, u16}
+  avail_idx,    // queue a & 1: avail.idx += a >> 1 (a >> 1 == 7: = u16)
+  poke,         // section byte (a & 1: u8; else u16 mod R) = u8
+  pop,          // the back end pops (a >> 1) + 1 chains of queue a & 1 and pushes each
+                // with u8 mod (writable + 1) bytes
+  notify,       // notify(a & 1); if a & 2, first avail.flags = (a >> 2) & 1, used_event = u16
+  arm,          // arm(a & 1), after disable_notify() if a & 2
+  update_config,  // 16 bytes u8; the config's size, or a >> 1 bytes if a & 1
+  restart,        // a & 1: stop() and attach() again; else write_transaction = u16, service()
 };
 
 // message_layer_fuzzer: what the hostile peer (or the Session under test)

@@ -386,6 +386,30 @@ void virtq_device_seeds(SeedWriter& out) {
                              {}));
   out.write("separate-areas-overlap",
             script_and_image(0x20 | n8, {0x00, 0x10, 0x40, 0x10, 0x00, 0x20, op(pop)}, {}));
+  // Flag-based suppression with the pool starting at the queue (offset 16):
+  // a round trip, then NO_INTERRUPT set in avail.flags (at 16 + 128) so the
+  // next publish() does not notify.
+  out.write("flags-roundtrip",
+            script_and_image(0x40 | n8, {op(reinit_flags, 1), op(disable_notify),
+                                         op(driver_add, 5), 0, 0, 4, 8, 8, op(pop),
+                                         op(push_held), 32, 0, op(publish), op(arm_notify),
+                                         op(poke), 144, 0, 1,
+                                         op(driver_add, 5), 2, 16, 4, 24, 4, op(pop),
+                                         op(push_held), 16, 0, op(publish), op(disable_notify),
+                                         op(arm_notify)},
+                             {}));
+  out.write("pool-buffer-below",
+            script_and_image(0x40 | n8, {op(reinit_flags, 1),
+                                         op(desc_raw), 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0,
+                                         0, 0,
+                                         op(avail_slot), 0, 0, 0, op(avail_idx, 1), op(pop)},
+                             {}));
+  out.write("pool-above-areas", script_and_image(0x40 | n8, {op(reinit_flags, 2), op(pop)}, {}));
+  out.write("event-idx-with-pool",
+            script_and_image(0x40 | n8, {op(reinit_flags, 5), op(disable_notify),
+                                         op(driver_add, 5), 0, 0, 4, 8, 8, op(pop),
+                                         op(push_held), 32, 0, op(publish), op(arm_notify)},
+                             {}));
 }
 // clang-format on
 
@@ -448,6 +472,98 @@ void virtq_driver_seeds(SeedWriter& out) {
           8,
           {op(avail_event), 0, 0, op(add, 1), 0, 1, op(publish), op(add, 1), 0, 1, op(publish),
            op(avail_event), 2, 0, op(add, 1), 0, 1, op(publish), op(add, 1), 0, 1, op(publish)}));
+}
+// clang-format on
+
+// --- virtio_ivshmem_device_fuzzer -------------------------------------------
+
+Bytes link_input(std::uint8_t config,
+                 std::initializer_list<std::initializer_list<std::uint8_t>> steps) {
+  Bytes input{config};
+  for (const auto& step : steps) input.insert(input.end(), step.begin(), step.end());
+  return input;
+}
+
+// A command and its operands stay together on a line.
+// clang-format off
+void virtio_ivshmem_device_seeds(SeedWriter& out) {
+  using enum cellink::fuzz::DeviceLinkCommand;
+  // 2 vectors, a 16 KiB R/W section, queues of up to 16, two queues.
+  constexpr std::uint8_t kConsole = 0x01 | 0x04 | 0x10 | 0x40;
+  const std::initializer_list<std::uint8_t> ready = {op(front_state, 1)};
+  // Queue 0 (receive) at 0x1000 and queue 1 (transmit) at 0x1400, 8 entries
+  // each, driver vector 1; then DRIVER_OK.
+  const std::initializer_list<std::uint8_t> queues = {op(setup_queue, 6), 0x00, 0x00, 1,
+                                                      op(setup_queue, 7), 0x40, 0x00, 1,
+                                                      op(driver_ok)};
+  // The front end sends 16 bytes at 0x2000 on queue 1; the back end pops,
+  // notifies and arms; the front end offers 64 writable bytes at 0x2100 on
+  // queue 0; the back end fills 10 of them.
+  const std::initializer_list<std::uint8_t> traffic = {
+      op(driver_add, 1), 0, 0x00, 0x08, 4, op(pop, 1), op(notify, 1), op(arm, 3),
+      op(driver_add, 8), 0, 0x40, 0x08, 16, op(pop, 0), 10, op(notify, 0), op(arm, 2),
+      op(driver_add, 1), 1, 0x80, 0x08, 4, op(arm, 3), op(pop, 1), op(notify, 1), op(arm, 1)};
+  out.write("handshake", link_input(kConsole, {ready, {op(service)}}));
+  out.write("console-event-idx", link_input(kConsole, {ready, {op(negotiate, 1)}, queues, traffic}));
+  out.write("console-flags", link_input(kConsole, {ready, {op(negotiate, 0)}, queues, traffic,
+                                                   {op(driver_add, 1), 2, 0xc0, 0x08, 4, op(pop, 1),
+                                                    op(notify, 1 | 2 | 4), 0, 0, op(notify, 1 | 2),
+                                                    0, 0}}));
+  out.write("one-vector-one-queue", link_input(0x00, {ready, {op(negotiate, 1),
+                                                              op(setup_queue, 4), 0x00, 0x00, 0,
+                                                              op(driver_ok),
+                                                              op(driver_add, 8), 0, 0x00, 0x06, 4,
+                                                              op(pop, 0), 3, op(notify, 0),
+                                                              op(arm, 2)}}));
+  out.write("features-refused", link_input(kConsole, {ready, {op(negotiate, 2), op(negotiate, 4),
+                                                              op(negotiate, 8), op(driver_ok)}}));
+  // One seed per malformed write the back end must latch.
+  const std::initializer_list<std::uint8_t> negotiated = {op(front_state, 1), op(negotiate, 0)};
+  out.write("bad-write-offset", link_input(kConsole, {negotiated, {op(write_small, 11), 0}}));
+  out.write("misaligned-offset", link_input(kConsole, {negotiated, {op(write_field, 11), 0x2a,
+                                                                    1, 0, 0, 0, 0, 0, 0, 0}}));
+  out.write("features-sel-2", link_input(kConsole, {negotiated, {op(write_small, 0), 2}}));
+  out.write("queue-sel-5", link_input(kConsole, {negotiated, {op(write_small, 3), 5}}));
+  out.write("queue-size-3", link_input(kConsole, {negotiated, {op(write_small, 4), 3}}));
+  out.write("driver-vector-3", link_input(kConsole, {negotiated, {op(write_small, 5), 3}}));
+  out.write("queue-enable-2", link_input(kConsole, {negotiated, {op(write_small, 6), 2}}));
+  out.write("area-in-header-page", link_input(kConsole, {negotiated, {op(write_small, 7), 0x40,
+                                                                      op(write_small, 6), 1}}));
+  out.write("area-misaligned", link_input(kConsole, {negotiated, {
+                                              op(write_field, 7), 0x08, 0x10, 0, 0, 0, 0, 0, 0,
+                                              op(write_field, 8), 0x00, 0x12, 0, 0, 0, 0, 0, 0,
+                                              op(write_field, 9), 0x00, 0x13, 0, 0, 0, 0, 0, 0,
+                                              op(write_small, 6), 1}}));
+  out.write("areas-overlap", link_input(kConsole, {negotiated, {
+                                            op(write_field, 7), 0x00, 0x10, 0, 0, 0, 0, 0, 0,
+                                            op(write_field, 8), 0x10, 0x10, 0, 0, 0, 0, 0, 0,
+                                            op(write_field, 9), 0x00, 0x14, 0, 0, 0, 0, 0, 0,
+                                            op(write_small, 6), 1}}));
+  out.write("changed-while-enabled", link_input(kConsole, {negotiated, {op(setup_queue, 6), 0, 0, 1,
+                                                                        op(write_small, 4), 4}}));
+  out.write("ring-avail-jump", link_input(kConsole, {negotiated, queues,
+                                                     {op(avail_idx, 15), 100, 0, op(pop, 1)}}));
+  out.write("ring-buffer-in-header", link_input(kConsole, {negotiated, queues,
+                                                           {op(driver_add, 1), 0, 0x04, 0x00, 4,
+                                                            op(pop, 1)}}));
+  out.write("reset-clears-broken", link_input(kConsole, {negotiated, {op(write_small, 3), 5,
+                                                                      op(write_small, 10), 0,
+                                                                      op(negotiate, 1)},
+                                                         queues, traffic}));
+  out.write("front-reset-mid-stream",
+            link_input(kConsole, {ready, {op(negotiate, 1)}, queues,
+                                  {op(driver_add, 1), 0, 0x00, 0x08, 4, op(front_state, 0),
+                                   op(pop, 1), op(front_state, 1), op(negotiate, 0)},
+                                  queues, traffic}));
+  out.write("update-config", link_input(kConsole, {ready, {op(update_config, 0), 132, 0, 43, 0,
+                                                           1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                                           op(update_config, 9), 1, 2, 3, 4, 5, 6,
+                                                           7, 8, 9, 10, 11, 12, 13, 14, 15, 16}}));
+  out.write("restart", link_input(kConsole, {ready, {op(negotiate, 1)}, queues,
+                                             {op(restart, 1), op(front_state, 0),
+                                              op(front_state, 1), op(negotiate, 1)},
+                                             queues, traffic}));
+  out.write("garbage-transaction", link_input(kConsole, {ready, {op(restart, 0), 0x34, 0x12}}));
 }
 // clang-format on
 
@@ -655,6 +771,10 @@ int main(int argc, char** argv) {
   {
     SeedWriter out(root / "virtq_driver_fuzzer");
     virtq_driver_seeds(out);
+  }
+  {
+    SeedWriter out(root / "virtio_ivshmem_device_fuzzer");
+    virtio_ivshmem_device_seeds(out);
   }
   {
     SeedWriter out(root / "message_layer_fuzzer");

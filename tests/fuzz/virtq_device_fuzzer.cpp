@@ -14,7 +14,10 @@
 //   - the device writes only what it owns: pop() writes nothing, push()
 //     exactly its used entry, publish() used.idx, arm_notify() avail_event;
 //   - push() rejects heads not in flight and over-long lengths, unlatched;
-//   - publish() and arm_notify() answer by the event-idx rule;
+//   - publish() and arm_notify() answer by the event-idx rule, or, after a
+//     reinit_flags (flag-based suppression), by avail.flags' NO_INTERRUPT and
+//     by clearing used.flags' NO_NOTIFY, which disable_notify() sets;
+//   - with a pool offset P, no area or buffer below P is accepted;
 //   - the first peer fault is latched: every later call returns it, pop()
 //     yields nothing, nothing more is written, and the fault stays the same;
 //   - init() with a bad layout fails with a set-up error, writes nothing,
@@ -29,6 +32,7 @@
 //   config bits 6-7  queue offset 16 * k in the section
 // The script is DeviceCommand (commands.hpp); with config bit 5 it starts
 // with the three area offsets (u16 each).
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -61,13 +65,20 @@ class DeviceUnderTest {
       : section_(section), layout_(layout), n_(layout.queue_size) {}
 
   // init(); false when it failed (and was checked to fail cleanly).
-  bool init() {
+  bool init(bool event_idx = true, std::uint64_t pool = 0) {
     section_.remember();
-    const VirtqError error = device_.init(section_.bytes(), layout_);
+    const VirtqError error = device_.init(section_.bytes(), layout_, {event_idx, pool});
+    const bool below_pool = layout_.desc < pool || layout_.avail < pool || layout_.used < pool;
     if (error != VirtqError::ok) {
       FUZZ_CHECK(!is_peer_fault(error) && error != VirtqError::empty, "init failed with %s",
                  describe(error));
       section_.expect_unchanged("a failed init()");
+      if (below_pool && layout_.queue_size <= kMaxQueueSize) {
+        FUZZ_CHECK(
+            error == VirtqError::queue_out_of_section || error == VirtqError::bad_queue_size ||
+                error == VirtqError::misaligned_area || error == VirtqError::overlapping_areas,
+            "an area below the pool: %s", describe(error));
+      }
       Chain chain;
       FUZZ_CHECK(device_.pop(chain) == VirtqError::not_initialized && chain.empty(),
                  "pop() after a failed init()");
@@ -77,6 +88,11 @@ class DeviceUnderTest {
       return false;
     }
     FUZZ_CHECK(layout_.queue_size <= kMaxQueueSize, "init() accepted N %u", layout_.queue_size);
+    FUZZ_CHECK(!below_pool, "init() accepted an area below the pool %llu", ull(pool));
+    FUZZ_CHECK(device_.event_idx() == event_idx, "init() chose the wrong suppression mode");
+    event_idx_ = event_idx;
+    pool_ = pool;
+    used_flags_ = 0;
     in_flight_.assign(n_, false);
     writable_.assign(n_, 0);
     last_avail_ = 0;
@@ -181,6 +197,7 @@ class DeviceUnderTest {
   void publish() {
     section_.remember();
     const std::uint16_t used_event = section_.load<std::uint16_t>(layout_.used_event_offset());
+    const std::uint16_t avail_flags = section_.load<std::uint16_t>(layout_.avail);
     const bool notify = device_.publish();
     if (fault_ != VirtqError::ok) {
       FUZZ_CHECK(!notify, "a faulted device asked to notify");
@@ -191,10 +208,27 @@ class DeviceUnderTest {
     FUZZ_CHECK(section_.load<std::uint16_t>(layout_.used + 2) == pushed_,
                "used.idx %u after %u pushes", section_.load<std::uint16_t>(layout_.used + 2),
                pushed_);
-    FUZZ_CHECK(notify == vring_need_event(used_event, pushed_, published_),
-               "publish %u -> %u with used_event %u: notify %d", published_, pushed_, used_event,
-               int(notify));
+    if (event_idx_) {
+      FUZZ_CHECK(notify == vring_need_event(used_event, pushed_, published_),
+                 "publish %u -> %u with used_event %u: notify %d", published_, pushed_, used_event,
+                 int(notify));
+    } else {
+      FUZZ_CHECK(
+          notify == (pushed_ != published_ && (avail_flags & kVirtqAvailFlagNoInterrupt) == 0),
+          "flags: publish %u -> %u with avail.flags %u: notify %d", published_, pushed_,
+          avail_flags, int(notify));
+    }
     published_ = pushed_;
+  }
+
+  void disable_notify() {
+    section_.remember();
+    device_.disable_notify();
+    if (fault_ != VirtqError::ok || event_idx_) {
+      section_.expect_unchanged("disable_notify() after a fault or with EVENT_IDX");
+      return;
+    }
+    check_used_flags(kVirtqUsedFlagNoNotify, "disable_notify()");
   }
 
   void arm_notify() {
@@ -206,10 +240,14 @@ class DeviceUnderTest {
       section_.expect_unchanged("arm_notify() after a fault");
       return;
     }
-    const std::uint64_t event = layout_.avail_event_offset();
-    section_.expect_changed_only(event, event + 2, "arm_notify()");
-    FUZZ_CHECK(section_.load<std::uint16_t>(event) == last_avail_, "avail_event %u, expected %u",
-               section_.load<std::uint16_t>(event), last_avail_);
+    if (event_idx_) {
+      const std::uint64_t event = layout_.avail_event_offset();
+      section_.expect_changed_only(event, event + 2, "arm_notify()");
+      FUZZ_CHECK(section_.load<std::uint16_t>(event) == last_avail_, "avail_event %u, expected %u",
+                 section_.load<std::uint16_t>(event), last_avail_);
+    } else {
+      check_used_flags(0, "arm_notify()");
+    }
     FUZZ_CHECK(idle == (avail_idx == last_avail_), "arm_notify() %d with avail.idx %u, taken %u",
                int(idle), avail_idx, last_avail_);
   }
@@ -241,7 +279,7 @@ class DeviceUnderTest {
                            section_.load<std::uint16_t>(at + 12),
                            section_.load<std::uint16_t>(at + 14)};
       if ((desc.flags & kVirtqDescIndirect) != 0) return fail(VirtqError::indirect_unsupported);
-      if (desc.len > size || desc.addr > size - desc.len) {
+      if (desc.len > size - pool_ || desc.addr < pool_ || desc.addr > size - desc.len) {
         return fail(VirtqError::buffer_out_of_section);
       }
       if ((desc.flags & kVirtqDescWrite) != 0) {
@@ -304,6 +342,19 @@ class DeviceUnderTest {
     }
   }
 
+  // Flags mode: the call wrote at most used.flags, and left `flags` there
+  // (or, when the device's copy already said so, wrote nothing).
+  void check_used_flags(std::uint16_t flags, const char* call) {
+    const std::uint16_t now = section_.load<std::uint16_t>(layout_.used);
+    if (used_flags_ == flags) {
+      section_.expect_unchanged(call);
+    } else {
+      section_.expect_changed_only(layout_.used, layout_.used + 2, call);
+      FUZZ_CHECK(now == flags, "%s left used.flags %u, expected %u", call, now, flags);
+    }
+    used_flags_ = flags;
+  }
+
   void latch(VirtqError error) {
     fault_ = error;
     const VirtqFault& fault = device_.fault();
@@ -334,6 +385,9 @@ class DeviceUnderTest {
   std::uint16_t published_ = 0;   // used.idx as published
   VirtqError fault_ = VirtqError::ok;
   VirtqFault fault_record_;
+  bool event_idx_ = true;         // the suppression mode of the last init()
+  std::uint64_t pool_ = 0;        // the pool offset of the last init()
+  std::uint16_t used_flags_ = 0;  // used.flags as the device last wrote it (flags mode)
 };
 
 // Runs the script (commands: DeviceCommand, commands.hpp).
@@ -430,6 +484,14 @@ void run(Script script, SharedRegion& section, const VirtqLayout& layout, std::u
       case DeviceCommand::reinit:
         if (!test.init()) return;
         break;
+      case DeviceCommand::reinit_flags: {
+        // a & 1: the pool starts at the first area; a & 2: 16 bytes past it.
+        const std::uint64_t first = std::min({layout.desc, layout.avail, layout.used});
+        const std::uint64_t pool = (a & 2) != 0 ? first + 16 : (a & 1) != 0 ? first : 0;
+        if (!test.init((a & 4) != 0, pool)) return;
+        break;
+      }
+      case DeviceCommand::disable_notify: test.disable_notify(); break;
       default: break;
     }
   }

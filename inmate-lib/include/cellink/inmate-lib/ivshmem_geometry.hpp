@@ -55,7 +55,7 @@ enum class GeometryError : std::uint8_t {
     case GeometryError::bad_capability: return "the ivshmem 2.0 vendor capability is malformed";
     case GeometryError::state_table_small: return "the state table is too small for the peers";
     case GeometryError::bad_layout: return "the section sizes do not form a cellink link";
-    case GeometryError::wrong_protocol: return "the link carries another protocol than cellink";
+    case GeometryError::wrong_protocol: return "the link carries another protocol than wanted";
     case GeometryError::memory_too_small: return "the shared memory is smaller than its sections";
   }
   return "unknown geometry error";
@@ -67,21 +67,32 @@ enum class GeometryError : std::uint8_t {
   return protocol == ivshmem::protocol::kCellink || protocol == ivshmem::protocol::kUndefined;
 }
 
+// Whether a link's protocol is the one the caller wants: for kCellink also
+// "undefined" (carries_cellink), for any other id (e.g. virtio-front:console,
+// 0x8003) exactly that id.
+[[nodiscard]] constexpr bool protocol_matches(std::uint16_t protocol,
+                                              std::uint16_t wanted) noexcept {
+  return wanted == ivshmem::protocol::kCellink ? carries_cellink(protocol) : protocol == wanted;
+}
+static_assert(protocol_matches(ivshmem::protocol::kUndefined, ivshmem::protocol::kCellink));
+static_assert(!protocol_matches(ivshmem::protocol::kUndefined, 0x8003));
+
 // v1. `descriptor` is the caller's copy of BAR2 + kLinkDescriptorOffset,
 // `bar2_size` the BAR's size, `iv_position` the IVPosition register (read
-// once), `msix_entries` the MSI-X table size. On bad_descriptor,
-// `descriptor_error` says which check failed.
+// once), `msix_entries` the MSI-X table size, `wanted` the protocol the
+// caller speaks (protocol_matches). On bad_descriptor, `descriptor_error`
+// says which check failed.
 [[nodiscard]] constexpr GeometryError v1_geometry(
     const ivshmem::LinkDescriptor& descriptor, std::uint64_t bar2_size, std::uint32_t iv_position,
-    std::uint32_t msix_entries, IvshmemGeometry& out,
-    ivshmem::DescriptorError& descriptor_error) noexcept {
+    std::uint32_t msix_entries, IvshmemGeometry& out, ivshmem::DescriptorError& descriptor_error,
+    std::uint16_t wanted = ivshmem::protocol::kCellink) noexcept {
   ivshmem::Layout layout;
   descriptor_error = ivshmem::validate(descriptor, bar2_size, layout);
   if (descriptor_error != ivshmem::DescriptorError::ok) return GeometryError::bad_descriptor;
   if (iv_position >= layout.peers()) return GeometryError::id_out_of_range;
   if (msix_entries == 0) return GeometryError::no_msix;
   const auto protocol = static_cast<std::uint16_t>(descriptor.protocol);
-  if (!carries_cellink(protocol)) return GeometryError::wrong_protocol;
+  if (!protocol_matches(protocol, wanted)) return GeometryError::wrong_protocol;
   out.id = iv_position;
   out.vectors = descriptor.vectors < msix_entries ? descriptor.vectors : msix_entries;
   out.protocol = protocol;
@@ -92,12 +103,10 @@ enum class GeometryError : std::uint8_t {
 // v2. `capability` is a copy of the vendor capability read from config
 // space, `memory_size` the size of the region the inmate can map (BAR2's, or
 // the whole region at the capability's base address).
-[[nodiscard]] constexpr GeometryError v2_geometry(const ivshmem::v2::VendorCapability& capability,
-                                                  std::uint32_t id, std::uint32_t max_peers,
-                                                  std::uint32_t class_code,
-                                                  std::uint32_t msix_entries,
-                                                  std::uint64_t memory_size,
-                                                  IvshmemGeometry& out) noexcept {
+[[nodiscard]] constexpr GeometryError v2_geometry(
+    const ivshmem::v2::VendorCapability& capability, std::uint32_t id, std::uint32_t max_peers,
+    std::uint32_t class_code, std::uint32_t msix_entries, std::uint64_t memory_size,
+    IvshmemGeometry& out, std::uint16_t wanted = ivshmem::protocol::kCellink) noexcept {
   if (capability.capability_id != ivshmem::v2::kVendorCapabilityId ||
       (capability.length != ivshmem::v2::kVendorCapabilityLengthWithBase &&
        capability.length != ivshmem::v2::kVendorCapabilityLengthWithoutBase)) {
@@ -109,7 +118,7 @@ enum class GeometryError : std::uint8_t {
   if (id >= max_peers) return GeometryError::id_out_of_range;
   if (msix_entries == 0) return GeometryError::no_msix;
   const std::uint16_t protocol = ivshmem::protocol_from_class_code(class_code);
-  if (!carries_cellink(protocol)) return GeometryError::wrong_protocol;
+  if (!protocol_matches(protocol, wanted)) return GeometryError::wrong_protocol;
   ivshmem::Layout layout;
   const ivshmem::LayoutRequest request{max_peers, capability.rw_section_size,
                                        capability.output_section_size};

@@ -38,6 +38,13 @@ namespace cellink::inmate {
 
 inline constexpr std::uint32_t kMaxRoutedVectors = 4;
 
+enum class ProbeResult : std::uint8_t {
+  ok,
+  no_function,     // there is no index-th ivshmem function
+  other_protocol,  // the function's link carries another protocol (not mapped, not routed)
+  refused,         // the function is broken or unusable (the printed line says why)
+};
+
 class IvshmemFunction {
  public:
   IvshmemFunction() = default;
@@ -62,7 +69,8 @@ class IvshmemFunction {
   [[nodiscard]] std::uint32_t routed_vectors() const noexcept { return routed_; }
 
  private:
-  friend bool probe_ivshmem(unsigned index, IvshmemFunction& out);
+  friend ProbeResult probe_ivshmem_protocol(unsigned index, IvshmemFunction& out,
+                                            std::uint16_t protocol);
   struct VectorContext {
     IvshmemFunction* owner = nullptr;
     std::uint32_t vector = 0;
@@ -84,9 +92,15 @@ class IvshmemFunction {
                                                                  : sizeof(IvshmemV1Device)];
 };
 
-// Finds the `index`-th cellink ivshmem function (v1 and v2 in PCI order),
-// maps it and routes its vectors. Prints one line saying what it found, or
-// why it refused the function; false when there is none or it was refused.
-bool probe_ivshmem(unsigned index, IvshmemFunction& out);
+// Finds the `index`-th ivshmem function (v1 and v2 in PCI order) and, when
+// its link carries `protocol` (protocol_matches(): kCellink also accepts
+// "undefined"), maps it and routes its vectors. Prints one line saying what
+// it found, or why it refused or skipped the function.
+ProbeResult probe_ivshmem_protocol(unsigned index, IvshmemFunction& out, std::uint16_t protocol);
+
+// The same for a cellink link; false when there is none or it was refused.
+inline bool probe_ivshmem(unsigned index, IvshmemFunction& out) {
+  return probe_ivshmem_protocol(index, out, ivshmem::protocol::kCellink) == ProbeResult::ok;
+}
 
 }  // namespace cellink::inmate

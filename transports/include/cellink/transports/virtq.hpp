@@ -45,9 +45,13 @@ inline constexpr std::uint64_t kVirtqDescAlign = 16;
 inline constexpr std::uint64_t kVirtqAvailAlign = 2;
 inline constexpr std::uint64_t kVirtqUsedAlign = 4;
 
-// VIRTIO_F_EVENT_IDX. cellink's virtqueues always use it: the avail and used
-// flags fields are written as 0 and ignored when read.
+// VIRTIO_F_EVENT_IDX. When it is negotiated, avail_event / used_event
+// suppress notifications and the avail and used flags fields stay 0 and are
+// ignored. Without it, the two flags below do (flag-based suppression, which
+// Jailhouse's virtio back ends use); each half is told the mode at init().
 inline constexpr unsigned kVirtioFeatureEventIdx = 29;
+inline constexpr std::uint16_t kVirtqAvailFlagNoInterrupt = 1;  // avail.flags, set by the driver
+inline constexpr std::uint16_t kVirtqUsedFlagNoNotify = 1;      // used.flags, set by the device
 
 inline constexpr std::uint16_t kVirtqDescNext = 1;      // the chain continues at `next`
 inline constexpr std::uint16_t kVirtqDescWrite = 2;     // device-writable (else device-readable)
@@ -73,7 +77,7 @@ static_assert(std::is_standard_layout_v<VirtqDesc>);
 // Head of the avail ring (driver area); ring[N] and used_event follow it.
 // Written by the driver only.
 struct VirtqAvailHeader {
-  std::uint16_t flags;  // 0: with EVENT_IDX, used_event replaces NO_INTERRUPT
+  std::uint16_t flags;  // kVirtqAvailFlagNoInterrupt without EVENT_IDX; else 0, ignored
   std::uint16_t idx;    // free-running count of heads the driver has published
 };
 static_assert(offsetof(VirtqAvailHeader, flags) == 0);
@@ -85,7 +89,7 @@ static_assert(std::is_standard_layout_v<VirtqAvailHeader>);
 // Head of the used ring (device area); ring[N] and avail_event follow it.
 // Written by the device only.
 struct VirtqUsedHeader {
-  std::uint16_t flags;  // 0: with EVENT_IDX, avail_event replaces NO_NOTIFY
+  std::uint16_t flags;  // kVirtqUsedFlagNoNotify without EVENT_IDX; else 0, ignored
   std::uint16_t idx;    // free-running count of used entries the device has published
 };
 static_assert(offsetof(VirtqUsedHeader, flags) == 0);

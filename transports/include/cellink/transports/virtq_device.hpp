@@ -4,11 +4,24 @@
 // virtq.hpp.
 //
 // What it writes in shared memory: the used ring (flags, idx, ring[],
-// avail_event). What it reads: avail.idx, avail.ring[], the descriptor table
-// and used_event, all written by the driver and all treated as hostile. Every
-// descriptor is copied out once and validated before any span is built, so
-// every span it hands out lies inside the R/W section. The first fault is
-// latched with a diagnostic; from then on pop() never yields a chain.
+// avail_event). What it reads: avail.flags, avail.idx, avail.ring[], the
+// descriptor table and used_event, all written by the driver and all treated
+// as hostile. Every descriptor is copied out once and validated before any
+// span is built, so every span it hands out lies inside the R/W section (or,
+// with VirtqDeviceOptions::pool_offset, inside [pool_offset, R)). The first
+// fault is latched with a diagnostic; from then on pop() never yields a chain.
+//
+// Notification suppression, chosen at init() (VirtqDeviceOptions::event_idx):
+//   - event-idx (VIRTIO_F_EVENT_IDX negotiated, the default): avail_event and
+//     used_event; used.flags stays 0 and avail.flags is ignored;
+//   - flags (no EVENT_IDX, e.g. a Jailhouse front end): the device sets
+//     VIRTQ_USED_F_NO_NOTIFY in used.flags while it is busy
+//     (disable_notify()), clears it before sleeping (arm_notify()), and
+//     publish() honours VIRTQ_AVAIL_F_NO_INTERRUPT in avail.flags. Both flags
+//     are hints; avail_event is never written and used_event never read.
+// The busy loop is the same in both modes:
+//   disable_notify(); while (pop() == ok) { ...; push(); }
+//   if (publish()) ring the driver;  if (arm_notify()) sleep;  else loop.
 //
 // Threading: one thread at a time per object; nothing inside locks. The
 // driver half may run concurrently in another thread, process or cell.
@@ -30,6 +43,17 @@
 #include "cellink/transports/virtq.hpp"
 
 namespace cellink::transports {
+
+// How a VirtqDevice validates and notifies; fixed at init().
+struct VirtqDeviceOptions {
+  // VIRTIO_F_EVENT_IDX was negotiated: event-idx suppression. When false,
+  // flag-based suppression (VIRTQ_USED_F_NO_NOTIFY / VIRTQ_AVAIL_F_NO_INTERRUPT).
+  bool event_idx = true;
+  // The three areas and every buffer must lie in [pool_offset, R); 0 allows
+  // the whole section. virtio over ivshmem passes kVirtioIvshmemPoolOffset, so
+  // that nothing the driver offers can reach the register page.
+  std::uint64_t pool_offset = 0;
+};
 
 template <std::uint32_t MaxQueueSize, std::size_t MaxSegments>
 class VirtqDevice;
@@ -96,16 +120,26 @@ class VirtqDevice : public VirtqEndpoint<VirtqDevice<MaxQueueSize, MaxSegments>>
   VirtqDevice(const VirtqDevice&) = delete;
   VirtqDevice& operator=(const VirtqDevice&) = delete;
 
-  using Endpoint::init;  // init(section, queue_offset, queue_size)
+  using Endpoint::init;  // init(section, queue_offset, queue_size): event-idx, whole section
 
   // Attaches to the areas in `layout` and zeroes the used ring; reads nothing
   // from shared memory. The descriptor table and avail ring are the driver's
   // to zero (VirtqDriver::init()). Also resets a queue after a peer reset.
-  [[nodiscard]] VirtqError init(std::span<std::byte> section, const VirtqLayout& layout) noexcept {
+  // An area that starts before options.pool_offset (or a pool_offset past the
+  // section end) is queue_out_of_section.
+  [[nodiscard]] VirtqError init(std::span<std::byte> section, const VirtqLayout& layout,
+                                const VirtqDeviceOptions& options = {}) noexcept {
     fault_ = VirtqFault{};
     if (layout.queue_size > MaxQueueSize) return VirtqError::queue_too_large;
     const VirtqError error = rings_.attach(section, layout);
     if (error != VirtqError::ok) return error;
+    if (options.pool_offset > section.size() || layout.desc < options.pool_offset ||
+        layout.avail < options.pool_offset || layout.used < options.pool_offset) {
+      rings_ = VirtqRings{};
+      return VirtqError::queue_out_of_section;
+    }
+    event_idx_ = options.event_idx;
+    pool_offset_ = options.pool_offset;
 
     for (std::uint32_t i = 0; i < rings_.queue_size(); ++i) {
       VirtqUsedElem& elem = rings_.used_slot(static_cast<std::uint16_t>(i));
@@ -123,6 +157,7 @@ class VirtqDevice : public VirtqEndpoint<VirtqDevice<MaxQueueSize, MaxSegments>>
     avail_cache_ = 0;
     used_shadow_ = 0;
     published_used_ = 0;
+    used_flags_ = 0;
     fault_.error = VirtqError::ok;
     return VirtqError::ok;
   }
@@ -154,7 +189,10 @@ class VirtqDevice : public VirtqEndpoint<VirtqDevice<MaxQueueSize, MaxSegments>>
       return fail(out, VirtqError::head_in_use, "avail.ring[]", slot, head, 0, n - 1);
     }
 
+    // Buffers must lie in the pool [pool_offset_, R); init() checked
+    // pool_offset_ <= R, so neither bound below can underflow.
     const std::uint64_t section_size = rings_.section().size();
+    const std::uint64_t pool_size = section_size - pool_offset_;
     const std::uint64_t max_length = n < MaxSegments ? n : MaxSegments;
     std::uint32_t index = head;
     for (std::uint64_t length = 1;; ++length) {
@@ -171,13 +209,13 @@ class VirtqDevice : public VirtqEndpoint<VirtqDevice<MaxQueueSize, MaxSegments>>
         return fail(out, VirtqError::indirect_unsupported, "desc[].flags", index, desc.flags, 0,
                     kVirtqDescNext | kVirtqDescWrite);
       }
-      if (desc.len > section_size) {
+      if (desc.len > pool_size) {
         return fail(out, VirtqError::buffer_out_of_section, "desc[].len", index, desc.len, 0,
-                    section_size);
+                    pool_size);
       }
-      if (desc.addr > section_size - desc.len) {
-        return fail(out, VirtqError::buffer_out_of_section, "desc[].addr", index, desc.addr, 0,
-                    section_size - desc.len);
+      if (desc.addr < pool_offset_ || desc.addr > section_size - desc.len) {
+        return fail(out, VirtqError::buffer_out_of_section, "desc[].addr", index, desc.addr,
+                    pool_offset_, section_size - desc.len);
       }
       const std::span<std::byte> buffer = rings_.section().subspan(desc.addr, desc.len);
       if ((desc.flags & kVirtqDescWrite) != 0) {
@@ -219,9 +257,11 @@ class VirtqDevice : public VirtqEndpoint<VirtqDevice<MaxQueueSize, MaxSegments>>
   }
 
   // Makes every push() since the last publish() visible to the driver.
-  // Returns true when the driver asked to be notified (its used_event lies
-  // in the published range); the caller then rings the driver's doorbell.
-  // Returns false when nothing was pushed or the queue is broken.
+  // Returns true when the driver wants an interrupt; the caller then rings
+  // the driver's doorbell. Event-idx mode: its used_event lies in the
+  // published range. Flag mode: something was published and avail.flags has
+  // no VIRTQ_AVAIL_F_NO_INTERRUPT. Returns false when nothing was pushed or
+  // the queue is broken.
   [[nodiscard]] bool publish() noexcept {
     if (fault_.error != VirtqError::ok) return false;
     const std::uint16_t old_idx = published_used_;
@@ -229,26 +269,49 @@ class VirtqDevice : public VirtqEndpoint<VirtqDevice<MaxQueueSize, MaxSegments>>
     // R2: used.ring[] and the bytes written into the buffers must be visible
     // before used.idx; pairs with A2 in VirtqDriver::collect().
     virtq_store(rings_.used_idx(), used_shadow_, std::memory_order_release);
-    // F4: the used.idx store must be visible before the used_event load;
-    // pairs with F2 in VirtqDriver::arm_interrupt().
+    // F4: the used.idx store must be visible before the used_event (or
+    // avail.flags) load; pairs with F2 in VirtqDriver::arm_interrupt().
     std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (!event_idx_) {
+      // Relaxed: a hint, read once after F4.
+      const std::uint16_t flags = virtq_load(rings_.avail_flags(), std::memory_order_relaxed);
+      return used_shadow_ != old_idx && (flags & kVirtqAvailFlagNoInterrupt) == 0;
+    }
     const std::uint16_t event = virtq_load(rings_.used_event(), std::memory_order_relaxed);
     return vring_need_event(event, used_shadow_, old_idx);
   }
 
+  // At the start of a busy period: asks the driver not to ring while the
+  // device is popping anyway. Flag mode: sets VIRTQ_USED_F_NO_NOTIFY in
+  // used.flags. Event-idx mode: writes nothing, because avail_event stays
+  // where the last arm_notify() put it and the driver rings at most once
+  // past it. A hint only: the driver may still ring.
+  void disable_notify() noexcept {
+    if (fault_.error != VirtqError::ok || event_idx_) return;
+    set_used_flags(kVirtqUsedFlagNoNotify);
+  }
+
   // Before sleeping on the driver's doorbell: asks to be notified when the
-  // driver publishes the next chain (avail_event = the next avail index),
-  // then re-checks. Returns true when it is safe to sleep; false when chains
-  // are already waiting (call pop()) or the queue is broken.
+  // driver publishes the next chain, then re-checks. Event-idx mode:
+  // avail_event = the next avail index. Flag mode: clears
+  // VIRTQ_USED_F_NO_NOTIFY. Returns true when it is safe to sleep; false
+  // when chains are already waiting (call pop()) or the queue is broken.
   [[nodiscard]] bool arm_notify() noexcept {
     if (fault_.error != VirtqError::ok) return false;
-    virtq_store(rings_.avail_event(), last_avail_, std::memory_order_relaxed);
-    // F3: the avail_event store must be visible before the avail.idx
-    // re-load; pairs with F1 in VirtqDriver::publish().
+    if (event_idx_) {
+      virtq_store(rings_.avail_event(), last_avail_, std::memory_order_relaxed);
+    } else {
+      set_used_flags(0);
+    }
+    // F3: the avail_event (or used.flags) store must be visible before the
+    // avail.idx re-load; pairs with F1 in VirtqDriver::publish().
     std::atomic_thread_fence(std::memory_order_seq_cst);
     // Relaxed: only compared; pop() re-reads avail.idx with A1.
     return virtq_load(rings_.avail_idx(), std::memory_order_relaxed) == last_avail_;
   }
+
+  // The suppression mode init() chose.
+  [[nodiscard]] bool event_idx() const noexcept { return event_idx_; }
 
  private:
   VirtqError fail(Chain& out, VirtqError error, const char* field, std::uint32_t position,
@@ -259,10 +322,22 @@ class VirtqDevice : public VirtqEndpoint<VirtqDevice<MaxQueueSize, MaxSegments>>
     return error;
   }
 
+  // Writes used.flags only when it changes: our private copy is the truth,
+  // so it is never read back from shared memory.
+  void set_used_flags(std::uint16_t flags) noexcept {
+    if (used_flags_ == flags) return;
+    used_flags_ = flags;
+    // Relaxed: a hint; arm_notify()'s F3 orders the clearing store.
+    virtq_store(rings_.used_flags(), flags, std::memory_order_relaxed);
+  }
+
   std::uint16_t last_avail_ = 0;                // next avail index to pop
   std::uint16_t avail_cache_ = 0;               // avail.idx as last read and validated
   std::uint16_t used_shadow_ = 0;               // used.idx as it will be after the next publish()
   std::uint16_t published_used_ = 0;            // used.idx as last published
+  std::uint16_t used_flags_ = 0;                // used.flags as last written (flag mode)
+  bool event_idx_ = true;                       // suppression mode, from init()
+  std::uint64_t pool_offset_ = 0;               // buffers must start at or after this
   std::array<bool, MaxQueueSize> in_flight_{};  // popped, not yet pushed
   std::array<std::uint64_t, MaxQueueSize> writable_bytes_{};  // per popped head
 };

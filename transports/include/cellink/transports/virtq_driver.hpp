@@ -8,6 +8,12 @@
 // reads back a value it wrote: the free list, the chains in flight and the
 // avail index live in private shadows.
 //
+// Notification suppression has two modes (docs/virtq.md): VIRTIO_F_EVENT_IDX
+// (the default: used_event / avail_event), or, when the transport did not
+// negotiate it, the flags (set_event_idx(false)): publish() honours the
+// device's VIRTQ_USED_F_NO_NOTIFY, and arm_interrupt() / disarm_interrupt()
+// clear and set VIRTQ_AVAIL_F_NO_INTERRUPT.
+//
 // Threading: one thread at a time per object; nothing inside locks. The
 // device half may run concurrently in another thread, process or cell.
 //
@@ -52,6 +58,12 @@ class VirtqDriver : public VirtqEndpoint<VirtqDriver<MaxQueueSize>> {
 
   using Endpoint::init;  // init(section, queue_offset, queue_size)
 
+  // Chooses the suppression mode: true (the default) for VIRTIO_F_EVENT_IDX,
+  // false for the flags. Set it from the negotiated features, before the
+  // queue runs; init() keeps it.
+  void set_event_idx(bool enabled) noexcept { event_idx_ = enabled; }
+  [[nodiscard]] bool event_idx() const noexcept { return event_idx_; }
+
   // Attaches to the areas in `layout`, zeroes the descriptor table and the
   // avail ring, and forgets every chain. The used ring is the device's to
   // zero (VirtqDevice::init()). Both must finish before either side runs;
@@ -74,7 +86,10 @@ class VirtqDriver : public VirtqEndpoint<VirtqDriver<MaxQueueSize>> {
       next_free_[i] = static_cast<std::uint16_t>(i + 1);
       heads_[i] = Head{};
     }
+    // 0: interrupts wanted, so a fresh queue's first used buffer notifies in
+    // either mode.
     virtq_store(rings_.avail_flags(), std::uint16_t{0}, std::memory_order_relaxed);
+    avail_flags_shadow_ = 0;
     virtq_store(rings_.avail_idx(), std::uint16_t{0}, std::memory_order_relaxed);
     virtq_store(rings_.used_event(), std::uint16_t{0}, std::memory_order_relaxed);
     // The zeroes need no barrier here: the handshake that follows init()
@@ -143,9 +158,10 @@ class VirtqDriver : public VirtqEndpoint<VirtqDriver<MaxQueueSize>> {
   }
 
   // Makes every chain added since the last publish() visible to the device.
-  // Returns true when the device asked to be notified (its avail_event lies
-  // in the published range); the caller then rings the device's doorbell.
-  // Returns false when nothing was added or the queue is broken.
+  // Returns true when the device asked to be notified (EVENT_IDX: its
+  // avail_event lies in the published range; flags: used.flags lacks
+  // NO_NOTIFY); the caller then rings the device's doorbell. Returns false
+  // when nothing was added or the queue is broken.
   [[nodiscard]] bool publish() noexcept {
     if (fault_.error != VirtqError::ok) return false;
     for (std::uint32_t i = 0; i < unpublished_count_; ++i) {
@@ -157,9 +173,15 @@ class VirtqDriver : public VirtqEndpoint<VirtqDriver<MaxQueueSize>> {
     // R1: descriptors and avail.ring[] must be visible before avail.idx;
     // pairs with A1 in VirtqDevice::pop().
     virtq_store(rings_.avail_idx(), avail_shadow_, std::memory_order_release);
-    // F1: the avail.idx store must be visible before the avail_event load;
-    // pairs with F3 in VirtqDevice::arm_notify().
+    // F1: the avail.idx store must be visible before the avail_event (or
+    // used.flags) load; pairs with F3 in VirtqDevice::arm_notify().
     std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (!event_idx_) {
+      // Relaxed: a hint, ordered by F1; a device that clears NO_NOTIFY
+      // re-checks avail.idx after its own fence, so no chain is slept on.
+      const std::uint16_t flags = virtq_load(rings_.used_flags(), std::memory_order_relaxed);
+      return old_idx != avail_shadow_ && (flags & kVirtqUsedFlagNoNotify) == 0;
+    }
     const std::uint16_t event = virtq_load(rings_.avail_event(), std::memory_order_relaxed);
     return vring_need_event(event, avail_shadow_, old_idx);
   }
@@ -202,17 +224,32 @@ class VirtqDriver : public VirtqEndpoint<VirtqDriver<MaxQueueSize>> {
   }
 
   // Before sleeping on the device's interrupt: asks to be notified when the
-  // device uses the next chain (used_event = the next used index), then
-  // re-checks. Returns true when it is safe to sleep; false when used entries
-  // are already waiting (call collect()) or the queue is broken.
+  // device uses the next chain (EVENT_IDX: used_event = the next used index;
+  // flags: clears NO_INTERRUPT), then re-checks. Returns true when it is safe
+  // to sleep; false when used entries are already waiting (call collect())
+  // or the queue is broken.
   [[nodiscard]] bool arm_interrupt() noexcept {
     if (fault_.error != VirtqError::ok) return false;
-    virtq_store(rings_.used_event(), last_used_, std::memory_order_relaxed);
-    // F2: the used_event store must be visible before the used.idx re-load;
-    // pairs with F4 in VirtqDevice::publish().
+    if (event_idx_) {
+      virtq_store(rings_.used_event(), last_used_, std::memory_order_relaxed);
+    } else {
+      write_avail_flags(0);
+    }
+    // F2: the used_event (or avail.flags) store must be visible before the
+    // used.idx re-load; pairs with F4 in VirtqDevice::publish().
     std::atomic_thread_fence(std::memory_order_seq_cst);
     // Relaxed: only compared; collect() re-reads used.idx with A2.
     return virtq_load(rings_.used_idx(), std::memory_order_relaxed) == last_used_;
+  }
+
+  // While polling: asks the device not to interrupt (flags: sets
+  // NO_INTERRUPT, a hint the device may ignore). With EVENT_IDX there is
+  // nothing to do: after one interrupt the device stays quiet until the next
+  // arm_interrupt(). Returns false when the queue is broken.
+  bool disarm_interrupt() noexcept {
+    if (fault_.error != VirtqError::ok) return false;
+    if (!event_idx_) write_avail_flags(kVirtqAvailFlagNoInterrupt);
+    return true;
   }
 
   [[nodiscard]] std::uint32_t free_descriptors() const noexcept { return free_count_; }
@@ -242,19 +279,31 @@ class VirtqDriver : public VirtqEndpoint<VirtqDriver<MaxQueueSize>> {
     return VirtqError::ok;
   }
 
+  // avail.flags is ours alone: the shadow spares a store when the value
+  // does not change, and we never read the shared field back.
+  void write_avail_flags(std::uint16_t flags) noexcept {
+    if (flags == avail_flags_shadow_) return;
+    avail_flags_shadow_ = flags;
+    // Relaxed: a hint. The clear in arm_interrupt() is ordered by F2; a set
+    // that the device sees late costs at most one needless interrupt.
+    virtq_store(rings_.avail_flags(), flags, std::memory_order_relaxed);
+  }
+
   VirtqError fail(VirtqError error, const char* field, std::uint32_t position, std::uint64_t value,
                   std::uint64_t expected_min, std::uint64_t expected_max) noexcept {
     fault_ = VirtqFault{error, field, position, value, expected_min, expected_max};
     return error;
   }
 
-  std::uint16_t free_head_ = 0;          // first free descriptor; chained through next_free_
-  std::uint32_t free_count_ = 0;         // free descriptors
-  std::uint32_t unpublished_count_ = 0;  // heads added since the last publish()
-  std::uint16_t avail_shadow_ = 0;       // avail.idx as it will be after the next publish()
-  std::uint16_t published_avail_ = 0;    // avail.idx as last published
-  std::uint16_t last_used_ = 0;          // next used index to collect
-  std::uint16_t used_cache_ = 0;         // used.idx as last read and validated
+  std::uint16_t free_head_ = 0;           // first free descriptor; chained through next_free_
+  std::uint32_t free_count_ = 0;          // free descriptors
+  std::uint32_t unpublished_count_ = 0;   // heads added since the last publish()
+  std::uint16_t avail_shadow_ = 0;        // avail.idx as it will be after the next publish()
+  std::uint16_t published_avail_ = 0;     // avail.idx as last published
+  std::uint16_t last_used_ = 0;           // next used index to collect
+  std::uint16_t used_cache_ = 0;          // used.idx as last read and validated
+  std::uint16_t avail_flags_shadow_ = 0;  // avail.flags as last written
+  bool event_idx_ = true;                 // suppression mode, see set_event_idx()
   std::array<std::uint16_t, MaxQueueSize> next_free_{};  // free list and chain links
   std::array<Head, MaxQueueSize> heads_{};
   std::array<std::uint16_t, MaxQueueSize> unpublished_{};
