@@ -9,6 +9,10 @@
  *    (undefined) or 4c11 (cellink). Other v2 protocols bind through new_id:
  *    echo "110a 4106 110a 4106 ffc003 ffffff" > .../uio_ivshmem/new_id
  *
+ * A v1 device whose cellink link descriptor (BAR2 + 0x800) says a virtio
+ * front-end protocol (0x8000..0xbfff) is declined with -ENODEV: it belongs
+ * to virtio_ivshmem, so both modules can be loaded in one guest.
+ *
  * UIO maps, each at mmap offset N * PAGE_SIZE:
  *
  *   v1 (QEMU)                        v2 (Jailhouse)
@@ -58,6 +62,15 @@
 #define IVSHMEM_V1_VENDOR 0x1af4
 #define IVSHMEM_V1_DEVICE 0x1110
 #define IVSHMEM_V1_IV_POSITION 0x08
+
+/* The cellink link descriptor (ivshmem/include/cellink/ivshmem/
+ * link_descriptor.hpp): its magic and protocol id. */
+#define LINK_DESCRIPTOR_OFFSET 0x800
+#define LINK_DESCRIPTOR_SIZE 0x80
+#define LINK_DESCRIPTOR_MAGIC 0x4b4e4c43 /* "CLNK" */
+#define LINK_DESCRIPTOR_PROTOCOL 0x10
+#define PROTOCOL_VIRTIO_FRONT_FIRST 0x8000
+#define PROTOCOL_VIRTIO_FRONT_LAST 0xbfff
 
 /* ivshmem 2.0 (Jailhouse Documentation/ivshmem-v2-specification.md) */
 #define IVSHMEM_V2_VENDOR 0x110a
@@ -229,6 +242,30 @@ static void ivshmem_uio_add_map(struct ivshmem_uio *dev, int *count,
 	(*count)++;
 }
 
+/* Whether a v1 link descriptor says virtio front end: that device is
+ * virtio_ivshmem's. Only the magic and the protocol are read; user space
+ * validates the whole descriptor. */
+static bool ivshmem_uio_v1_is_virtio(struct pci_dev *pdev)
+{
+	void __iomem *descriptor;
+	u32 magic, protocol;
+
+	if (pci_resource_len(pdev, IVSHMEM_SHMEM_BAR) <
+	    LINK_DESCRIPTOR_OFFSET + LINK_DESCRIPTOR_SIZE)
+		return false;
+	descriptor = pci_iomap_range(pdev, IVSHMEM_SHMEM_BAR,
+				     LINK_DESCRIPTOR_OFFSET,
+				     LINK_DESCRIPTOR_SIZE);
+	if (!descriptor)
+		return false;
+	magic = readl(descriptor);
+	protocol = readl(descriptor + LINK_DESCRIPTOR_PROTOCOL);
+	pci_iounmap(pdev, descriptor);
+	return magic == LINK_DESCRIPTOR_MAGIC &&
+	       protocol >= PROTOCOL_VIRTIO_FRONT_FIRST &&
+	       protocol <= PROTOCOL_VIRTIO_FRONT_LAST;
+}
+
 static int ivshmem_uio_setup_v1(struct ivshmem_uio *dev)
 {
 	struct pci_dev *pdev = dev->pdev;
@@ -237,6 +274,11 @@ static int ivshmem_uio_setup_v1(struct ivshmem_uio *dev)
 
 	if (pci_resource_len(pdev, IVSHMEM_SHMEM_BAR) == 0) {
 		dev_err(&pdev->dev, "ivshmem v1 without BAR2: no shared memory\n");
+		return -ENODEV;
+	}
+	if (ivshmem_uio_v1_is_virtio(pdev)) {
+		dev_info(&pdev->dev,
+			 "link descriptor says virtio front end: leaving it to virtio_ivshmem\n");
 		return -ENODEV;
 	}
 	ret = pci_request_region(pdev, IVSHMEM_SHMEM_BAR, DRV_NAME);

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Builds the Linux guest image that cellink's QEMU tests boot: the Debian 12
-# cloud kernel, its headers (to build linux-uio/kmod/uio_ivshmem.ko), and an
+# cloud kernel, its headers (to build the modules of linux-uio/kmod), and an
 # initramfs with busybox, the kernel modules and our static programs.
 # docs/guests.md explains the image and how to boot it by hand.
 #
 # Usage: build-guest-image.sh COMMAND --cache DIR --image DIR [options]
 #   fetch                        download and extract the kernel packages
-#   module --source KMOD_DIR     build the module in KMOD_DIR
+#   module --source KMOD_DIR     build the modules in KMOD_DIR
 #   initramfs [--module KO]... [--program FILE]...
 #   all --source KMOD_DIR [--program FILE]...   the three in order
 #   --allow-unavailable          packages that cannot be had are no error
@@ -17,11 +17,14 @@
 #            CACHE/<release>_<version>/ (nothing is installed system-wide).
 #            Reused while the version stays the same. Links IMAGE/vmlinuz.
 # module     copies KMOD_DIR to IMAGE/kmod (kbuild writes next to the
-#            sources) and builds it there against the fetched headers.
+#            sources) and builds its modules there against the fetched
+#            headers.
 # initramfs  writes IMAGE/initramfs.cpio.gz (newc, gzip): busybox,
-#            tools/guest/init.sh as /init, the VFIO chain and uio from the
-#            kernel package, IMAGE/kmod/uio_ivshmem.ko, each --module and each
-#            --program (in /usr/bin). Rebuilt only when an input changed.
+#            tools/guest/init.sh as /init, the VFIO chain, uio and the virtio
+#            core, ring and console from the kernel package (decompressed
+#            when packed as .ko.xz or .ko.zst), IMAGE/kmod/uio_ivshmem.ko and
+#            virtio_ivshmem.ko, each --module and each --program (in
+#            /usr/bin). Rebuilt only when an input changed.
 #
 # With --allow-unavailable, a kernel that cannot be resolved or downloaded
 # (no package lists, no mirror) and is not cached either is not an error: the
@@ -36,8 +39,13 @@ script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 readonly script_dir
 # Loaded by /init in this order; a module's dependencies come before it.
 # The VFIO chain is the order that worked in a TCG guest (docs/machine-facts.md,
-# "Guests"); uio is what uio_ivshmem needs.
+# "Guests"); uio is what uio_ivshmem needs; virtio_ring, virtio and
+# virtio_console are what virtio_ivshmem needs to give a console link /dev/hvc0.
 readonly kernel_modules=(irqbypass vfio vfio_iommu_type1 vfio_virqfd vfio-pci-core vfio-pci uio)
+readonly virtio_modules=(virtio_ring virtio virtio_console)
+# Built from linux-uio/kmod, in load order: uio_ivshmem after uio,
+# virtio_ivshmem after the virtio modules.
+readonly own_modules=(uio_ivshmem virtio_ivshmem)
 readonly exit_unavailable=3
 
 # Set by main from the command line.
@@ -229,18 +237,22 @@ cmd_module() {
   done
   stamp="$output/.built-for"
   wanted="$release $version $(cd "$output" && cat ./*.c ./Kbuild | sha256sum)"
-  if [[ -f "$output/uio_ivshmem.ko" && -f "$stamp" && "$(cat "$stamp")" == "$wanted" ]]; then
-    say "module uio_ivshmem.ko is up to date for $release"
+  local name all_built=true
+  for name in "${own_modules[@]}"; do
+    [[ -f "$output/$name.ko" ]] || all_built=false
+  done
+  if [[ "$all_built" == true && -f "$stamp" && "$(cat "$stamp")" == "$wanted" ]]; then
+    say "modules ${own_modules[*]} are up to date for $release"
     return 0
   fi
-  say "building uio_ivshmem.ko against $release (log: $output/build.log)"
+  say "building ${own_modules[*]} against $release (log: $output/build.log)"
   rm -f "$stamp"
   if ! make -C "$headers" M="$output" modules >"$output/build.log" 2>&1; then
     cat "$output/build.log" >&2
     fail "building the module against $headers failed (kbuild needs gcc-12, make and libelf1:" \
       "tools/install-deps.sh installs them)"
   fi
-  if grep -q 'warning:' "$output/build.log"; then
+  if grep -qiE 'warning:|^WARNING' "$output/build.log"; then
     cat "$output/build.log" >&2
     fail "the module built with warnings"
   fi
@@ -250,12 +262,26 @@ cmd_module() {
 
 # --- initramfs ---------------------------------------------------------------
 
-# Where a module of the kernel package lives (file names use - or _).
+# Where a module of the kernel package lives (file names use - or _). A
+# module packed as .ko.xz or .ko.zst is decompressed into DIR (busybox
+# insmod takes plain .ko files) and that copy is named.
 find_kernel_module() {
-  local name="$1" found
+  local name="$1" dir="$2" found base
   found="$(find "$modules/kernel" \( -name "$name.ko" -o -name "${name//-/_}.ko" \
-    -o -name "${name//_/-}.ko" \) -print -quit)"
+    -o -name "${name//_/-}.ko" -o -name "$name.ko.xz" -o -name "${name//-/_}.ko.xz" \
+    -o -name "$name.ko.zst" -o -name "${name//-/_}.ko.zst" \) -print -quit)"
   [[ -n "$found" ]] || fail "kernel $release has no module $name"
+  base="${found##*/}"
+  case "$found" in
+    *.ko.xz)
+      xz -dc "$found" >"$dir/${base%.xz}" || fail "cannot decompress $found (xz-utils)"
+      found="$dir/${base%.xz}"
+      ;;
+    *.ko.zst)
+      zstd -qdc "$found" >"$dir/${base%.zst}" || fail "cannot decompress $found (zstd)"
+      found="$dir/${base%.zst}"
+      ;;
+  esac
   echo "$found"
 }
 
@@ -285,9 +311,17 @@ cmd_initramfs() {
     fail "no static busybox at $busybox: apt-get install busybox-static (tools/install-deps.sh)"
   fi
 
-  local module_files=() name file base dependency loaded=" "
-  for name in "${kernel_modules[@]}"; do module_files+=("$(find_kernel_module "$name")"); done
-  module_files+=("$image/kmod/uio_ivshmem.ko" "${extra_modules[@]}")
+  local module_files=() name file base dependency loaded=" " unpacked="$image/kmod-unpacked"
+  rm -rf "$unpacked"
+  mkdir -p "$unpacked"
+  for name in "${kernel_modules[@]}"; do
+    module_files+=("$(find_kernel_module "$name" "$unpacked")")
+  done
+  module_files+=("$image/kmod/uio_ivshmem.ko")
+  for name in "${virtio_modules[@]}"; do
+    module_files+=("$(find_kernel_module "$name" "$unpacked")")
+  done
+  module_files+=("$image/kmod/virtio_ivshmem.ko" "${extra_modules[@]}")
   for file in "${module_files[@]}" "${programs[@]}"; do
     [[ -f "$file" ]] || fail "initramfs input $file does not exist"
   done
