@@ -1,6 +1,7 @@
 // The `cellink` subcommands. Each returns the process exit status.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -42,6 +43,33 @@ int run_demo(const DemoArgs& args);
 // Replaces this process with cellink_bench and `arguments`; returns only on
 // failure.
 int run_bench(const std::vector<std::string>& arguments);
+
+// `cellink console CELL`: attach to a cell's console (console_attach.cpp).
+struct ConsoleAttachArgs {
+  std::string cell;
+  std::filesystem::path runtime_dir;
+  bool read_only = false;
+  std::string escape = "^]";   // detach key: "^X" or one character; "none" disables
+  bool escape_given = false;   // --escape on the command line: honoured on a pipe too
+  double timeout_seconds = 0;  // 0: none
+  int drain_ms = 500;          // after stdin's EOF: quiet time before exiting
+};
+int run_console_attach(const ConsoleAttachArgs& args);
+
+// `cellink console serve`: the console service (console_command.cpp).
+struct ConsoleServeArgs {
+  std::optional<std::filesystem::path> config;
+  std::filesystem::path runtime_dir;
+  std::optional<std::filesystem::path> log_dir;
+  std::vector<std::string> cells;  // --cell, for consoles not in a config
+  std::string log_size = "1MiB";   // for --cell consoles
+  std::uint32_t log_files = 3;
+  std::string scrollback = "64KiB";
+  std::string viewer_queue = "1MiB";
+  bool loopback = false;  // TEST MODE: echo input as output, no guest
+  std::string log_level = "info";
+};
+int run_console_serve(const ConsoleServeArgs& args);
 
 // Loads --config FILE, or the embedded default; prints every error to
 // stderr and returns nullopt when the configuration is invalid.

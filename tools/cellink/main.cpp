@@ -91,6 +91,58 @@ int run_cli(int argc, char** argv) {
       "  --cpus A,B     the two CPUs to pin to\n"
       "  --only ID,...  only these transports (e.g. cellink-channel,pipe)");
 
+  cellink::cli::ConsoleAttachArgs console_args;
+  console_args.runtime_dir = runtime_dir;
+  CLI::App* console = app.add_subcommand(
+      "console",
+      "Attach to a cell's console (scrollback, then live output; one viewer may type); "
+      "the escape key, Ctrl-] by default, detaches");
+  console->add_option("CELL", console_args.cell, "The cell whose console to attach to");
+  console->add_option("--runtime-dir", console_args.runtime_dir, runtime_help);
+  console->add_flag("--read-only", console_args.read_only,
+                    "Watch only; never type (another viewer may hold write access)");
+  console
+      ->add_option("--escape", console_args.escape,
+                   "Detach key: \"^]\" (Ctrl-], the default), \"^A\"..., one character, or "
+                   "\"none\"; on a pipe only when given")
+      ->each([&console_args](const std::string&) { console_args.escape_given = true; });
+  console->add_option("--timeout", console_args.timeout_seconds,
+                      "Detach after this many seconds (default: never)");
+  console->add_option("--drain", console_args.drain_ms,
+                      "With a piped stdin: after its end, exit once output was quiet this many "
+                      "milliseconds (default 500)");
+
+  cellink::cli::ConsoleServeArgs serve_args;
+  serve_args.runtime_dir = runtime_dir;
+  CLI::App* serve = console->add_subcommand(
+      "serve",
+      "Run the console service: per console cell a PTY, a log with rotation, a scrollback "
+      "and the viewer socket (the virtio back end is not connected yet)");
+  std::string serve_config;
+  std::string serve_log_dir;
+  serve->add_option("--config", serve_config, "Configuration file with [[console]] tables")
+      ->check(CLI::ExistingFile);
+  serve->add_option("--runtime-dir", serve_args.runtime_dir, runtime_help);
+  serve->add_option("--log-dir", serve_log_dir,
+                    "Directory of the console logs (default: RUNTIME_DIR/console)");
+  serve->add_option("--cell", serve_args.cells,
+                    "Serve a console for this cell too (repeatable; for tests and for cells "
+                    "not in the config)");
+  serve->add_option("--log-size", serve_args.log_size,
+                    "--cell consoles: rotate the log at this size (default 1MiB)");
+  serve
+      ->add_option("--log-files", serve_args.log_files,
+                   "--cell consoles: the log plus rotated files kept (default 3)")
+      ->check(CLI::Range(1, 100));
+  serve->add_option("--scrollback", serve_args.scrollback,
+                    "--cell consoles: output replayed to a new viewer (default 64KiB)");
+  serve->add_option("--viewer-queue", serve_args.viewer_queue,
+                    "A viewer further behind than this is disconnected (default 1MiB)");
+  serve->add_flag("--loopback", serve_args.loopback,
+                  "TEST MODE: no guest; every input byte is echoed back as output");
+  serve->add_option("--log-level", serve_args.log_level, "trace, debug, info, warn or error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+
   CLI11_PARSE(app, argc, argv);
 
   auto optional_path = [](const std::string& text) -> std::optional<std::filesystem::path> {
@@ -117,6 +169,18 @@ int run_cli(int argc, char** argv) {
       return cellink::cli::run_demo(demo_args);
     }
     if (*bench) return cellink::cli::run_bench(bench->remaining());
+    if (*serve) {
+      serve_args.config = optional_path(serve_config);
+      serve_args.log_dir = optional_path(serve_log_dir);
+      return cellink::cli::run_console_serve(serve_args);
+    }
+    if (*console) {
+      if (console_args.cell.empty()) {
+        std::cerr << "cellink console: name a CELL, or use `cellink console serve`\n";
+        return 2;
+      }
+      return cellink::cli::run_console_attach(console_args);
+    }
   } catch (const std::exception& error) {
     std::cerr << "cellink: " << error.what() << "\n";
     return 1;
