@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <regex>
 #include <sstream>
 #include <string>
 
@@ -156,6 +157,13 @@ TEST_F(ConsoleBackendTest, AMalformedRegisterWriteBreaksOnlyThatConsoleWithADiag
   const RunResult daemon_status =
       run({CELLINK_BIN, "status", "--runtime-dir", runtime_dir().string()});
   EXPECT_EQ(daemon_status.exit_code, 0) << daemon_status.err;
+  // `cellink status` shows the diagnostic beside the daemon's view, and the
+  // virtio links' raw peer states.
+  EXPECT_TRUE(std::regex_search(daemon_status.out, std::regex("\n  g2 +broken: .*0x2a")))
+      << daemon_status.out;
+  EXPECT_TRUE(std::regex_search(daemon_status.out, std::regex("\n  g1 +running: ")))
+      << daemon_status.out;
+  EXPECT_NE(daemon_status.out.find("READY (virtio)"), std::string::npos) << daemon_status.out;
 }
 
 TEST_F(ConsoleBackendTest, ARestartedBackEndIsSeenAsADeviceResetAndTheFrontEndProbesAgain) {

@@ -4,10 +4,14 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <system_error>
+#include <vector>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -32,6 +36,55 @@ std::string doorbell_summary(const nlohmann::json& peer) {
                         rung[vector].get<std::uint64_t>());
   }
   return text;
+}
+
+// A virtio link's peers keep Jailhouse's raw states (0 RESET, 1 READY), not
+// cellink's phase and epoch (docs/virtio-over-ivshmem.md).
+std::string state_text(const nlohmann::json& link, const nlohmann::json& state) {
+  if (link["protocol"].get<std::string>().starts_with("virtio")) {
+    switch (state["raw"].get<std::uint32_t>()) {
+      case 0: return "RESET (virtio)";
+      case 1: return "READY (virtio)";
+      default: return fmt::format("{:#x} (virtio: invalid)", state["raw"].get<std::uint32_t>());
+    }
+  }
+  return fmt::format("{} epoch {}", state["phase"].get<std::string>(),
+                     state["epoch"].get<std::uint32_t>());
+}
+
+// The status files `cellink console serve` keeps in RUNTIME_DIR/console
+// (docs/console.md), sorted by cell; unreadable ones are skipped.
+nlohmann::json console_statuses(const std::filesystem::path& runtime_dir) {
+  nlohmann::json consoles = nlohmann::json::array();
+  std::error_code error;
+  std::vector<std::filesystem::path> files;
+  for (const auto& entry : std::filesystem::directory_iterator(runtime_dir / "console", error)) {
+    if (entry.path().string().ends_with(".status.json")) files.push_back(entry.path());
+  }
+  std::sort(files.begin(), files.end());
+  for (const auto& file : files) {
+    std::ifstream stream(file);
+    nlohmann::json doc = nlohmann::json::parse(stream, nullptr, false);
+    if (doc.is_object() && doc.contains("cell") && doc.contains("state")) {
+      consoles.push_back(std::move(doc));
+    }
+  }
+  return consoles;
+}
+
+void print_consoles(const nlohmann::json& consoles) {
+  if (consoles.empty()) return;
+  std::cout << "\nconsoles (cellink console serve):\n";
+  for (const auto& console : consoles) {
+    std::cout << fmt::format("  {:<16} {}\n", console["cell"].get<std::string>(),
+                             console["state"].get<std::string>());
+    std::cout << fmt::format(
+        "  {:<16} pty {}, log {}, {} viewer(s), {} B from the guest, {} B to it\n", "",
+        console.value("pty", std::string{"-"}), console.value("log", std::string{"-"}),
+        console.contains("viewers") ? console["viewers"].size() : 0,
+        console.value("bytes_from_guest", std::uint64_t{0}),
+        console.value("bytes_to_guest", std::uint64_t{0}));
+  }
 }
 
 }  // namespace
@@ -77,8 +130,15 @@ int run_status(const std::filesystem::path& runtime_dir, bool json) {
     std::cerr << "cellink status: " << error << "\n";
     return 1;
   }
+  const nlohmann::json consoles = console_statuses(runtime_dir);
   if (json) {
-    std::cout << *reply;
+    nlohmann::json status = nlohmann::json::parse(*reply, nullptr, false);
+    if (!status.is_object()) {
+      std::cout << *reply;
+      return 0;
+    }
+    status["consoles"] = consoles;
+    std::cout << status.dump(2) << "\n";
     return 0;
   }
   const nlohmann::json status = nlohmann::json::parse(*reply, nullptr, false);
@@ -109,12 +169,11 @@ int run_status(const std::filesystem::path& runtime_dir, bool json) {
       }
       const auto& state = peer["state"];
       std::cout << fmt::format("  {:<3} {:<16} {:<34} {:<18} {}\n", peer["id"].get<int>(),
-                               peer["cell"].get<std::string>(), client,
-                               fmt::format("{} epoch {}", state["phase"].get<std::string>(),
-                                           state["epoch"].get<std::uint32_t>()),
+                               peer["cell"].get<std::string>(), client, state_text(link, state),
                                doorbell_summary(peer));
     }
   }
+  print_consoles(consoles);
   return 0;
 }
 
