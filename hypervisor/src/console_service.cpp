@@ -69,27 +69,12 @@ void ConsoleService::claim() {
     throw std::runtime_error(fmt::format("cannot create {}: {} (choose another --runtime-dir)",
                                          console_dir_.string(), error.message()));
   }
-  lock_path_ = console_dir_ / "serve.lock";
-  lock_fd_.reset(::open(lock_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  if (!lock_fd_) {
-    throw std::runtime_error(fmt::format("cannot open {}: {}", lock_path_.string(),
-                                         std::system_category().message(errno)));
-  }
-  if (::flock(lock_fd_.get(), LOCK_EX | LOCK_NB) != 0) {
-    std::string pid = "unknown";
-    std::ifstream(lock_path_) >> pid;
-    lock_fd_.reset();
-    lock_path_.clear();
-    throw std::runtime_error(fmt::format(
+  lock_ = PidLock::acquire(console_dir_ / "serve.lock", [this](const std::string& pid) {
+    return fmt::format(
         "{} is served by a running `cellink console serve` (pid {}); stop it first (`kill {}`) "
         "or choose another --runtime-dir",
-        console_dir_.string(), pid, pid));
-  }
-  const std::string pid = fmt::format("{}\n", ::getpid());
-  if (::ftruncate(lock_fd_.get(), 0) != 0 ||
-      ::write(lock_fd_.get(), pid.data(), pid.size()) != static_cast<ssize_t>(pid.size())) {
-    spdlog::warn("cannot record the pid in {}", lock_path_.string());
-  }
+        console_dir_.string(), pid, pid);
+  });
 }
 
 void ConsoleService::release() noexcept {
@@ -97,8 +82,7 @@ void ConsoleService::release() noexcept {
   for (const ConsoleSettings& settings : options_.consoles) {
     std::filesystem::remove(console_dir_ / (settings.cell + ".status.json"), ignored);
   }
-  if (!lock_path_.empty()) std::filesystem::remove(lock_path_, ignored);
-  lock_fd_.reset();
+  lock_.release();
   // Only when nothing else (logs, other files) is left in it.
   std::filesystem::remove(console_dir_, ignored);
 }

@@ -85,27 +85,12 @@ void Daemon::State::claim_runtime_dir() {
                     "--runtime-dir)",
                     dir.string(), error.message()));
   }
-  lock_path_ = dir / "daemon.lock";
-  lock_fd_.reset(::open(lock_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  if (!lock_fd_) {
-    throw std::runtime_error(
-        fmt::format("cannot open {}: {}", lock_path_.string(), errno_text(errno)));
-  }
-  if (::flock(lock_fd_.get(), LOCK_EX | LOCK_NB) != 0) {
-    std::string pid = "unknown";
-    std::ifstream(lock_path_) >> pid;
-    lock_fd_.reset();
-    lock_path_.clear();
-    throw std::runtime_error(fmt::format(
+  lock_ = PidLock::acquire(dir / "daemon.lock", [&dir](const std::string& pid) {
+    return fmt::format(
         "runtime dir {} is served by a live daemon (pid {}); stop it first (`kill {}`) or "
         "choose another --runtime-dir",
-        dir.string(), pid, pid));
-  }
-  const std::string pid = fmt::format("{}\n", ::getpid());
-  if (::ftruncate(lock_fd_.get(), 0) != 0 ||
-      ::write(lock_fd_.get(), pid.data(), pid.size()) != static_cast<ssize_t>(pid.size())) {
-    spdlog::warn("cannot record the pid in {}", lock_path_.string());
-  }
+        dir.string(), pid, pid);
+  });
 }
 
 void Daemon::State::release_runtime_dir() noexcept {
@@ -114,11 +99,7 @@ void Daemon::State::release_runtime_dir() noexcept {
     std::filesystem::remove(*it, ignored);  // directories only if empty
   }
   created_paths_.clear();
-  if (!lock_path_.empty()) {
-    std::filesystem::remove(lock_path_, ignored);
-    lock_path_.clear();
-  }
-  lock_fd_.reset();
+  lock_.release();
 }
 
 void Daemon::State::open_links() {

@@ -18,6 +18,7 @@
 
 #include "cellink/hypervisor/daemon.hpp"
 #include "cellink/hypervisor/link_memory.hpp"
+#include "cellink/hypervisor/pid_lock.hpp"
 #include "cellink/linux-uio/unique_fd.hpp"
 
 namespace cellink::hypervisor {
@@ -154,8 +155,7 @@ struct Daemon::State {
   asio::steady_timer grace_timer_;
   std::unique_ptr<local_stream::acceptor> control_acceptor_;
   std::vector<LinkRuntime> links_;
-  UniqueFd lock_fd_;
-  std::filesystem::path lock_path_;
+  PidLock lock_;
   std::filesystem::path control_path_;
   std::vector<std::filesystem::path> created_paths_;  // sockets and dirs to remove
   std::chrono::system_clock::time_point started_{};

@@ -32,6 +32,7 @@
 
 #include "cellink/hypervisor/console.hpp"
 #include "cellink/hypervisor/console_loop.hpp"
+#include "cellink/hypervisor/pid_lock.hpp"
 #include "cellink/linux-uio/unique_fd.hpp"
 
 namespace cellink::hypervisor {
@@ -77,8 +78,7 @@ class ConsoleService {
   ConsoleServiceOptions options_;
   std::filesystem::path console_dir_;
   ConsoleLoop loop_;
-  linux_uio::UniqueFd lock_fd_;
-  std::filesystem::path lock_path_;
+  PidLock lock_;
   std::vector<std::unique_ptr<Console>> consoles_;
   std::vector<bool> dirty_;
 };
