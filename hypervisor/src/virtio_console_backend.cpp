@@ -134,18 +134,24 @@ std::uint64_t VirtioConsoleBackend::drain_transmit() {
   Device::Queue* const queue = device_.queue(vt::virtio_console::kTransmitQueue);
   if (queue == nullptr) return 0;
   queue->disable_notify();
+  // Copy first, return the chains, then hand the bytes on: a Linux guest
+  // spins until its page is used, so it writes the next one while the log,
+  // the PTY and the viewers take this one.
+  output_.clear();
   std::uint64_t chains = 0;
   Device::Queue::Chain chain;
   while (queue->pop(chain) == vt::VirtqError::ok) {
     for (std::size_t i = 0; i < chain.readable_count(); ++i) {
       // The guest may change these bytes while we copy them: it only harms
       // its own output, and the copy never leaves the validated buffer.
-      console_.guest_output(chain.readable(i));
+      const std::span<const std::byte> bytes = chain.readable(i);
+      output_.insert(output_.end(), bytes.begin(), bytes.end());
     }
     (void)queue->push(chain.head(), 0);
     ++chains;
   }
   if (chains > 0) (void)device_.notify(vt::virtio_console::kTransmitQueue);
+  if (!output_.empty()) console_.guest_output(output_);
   return chains;
 }
 

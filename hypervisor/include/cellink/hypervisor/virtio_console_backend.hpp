@@ -33,6 +33,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "cellink/hypervisor/console.hpp"
 #include "cellink/hypervisor/console_loop.hpp"
@@ -90,6 +91,7 @@ class VirtioConsoleBackend {
   VirtioConsoleBackendOptions options_;
   std::unique_ptr<linux_uio::HostDevice> link_;
   Device device_;
+  std::vector<std::byte> output_;  // one drain's guest output, reused
   int poll_timer_ = -1;
   std::string connect_error_;
   std::string last_state_;
