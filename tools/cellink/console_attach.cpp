@@ -69,11 +69,15 @@ class RawTerminal {
   bool active_ = false;
 };
 
-// "^]" -> 0x1d, "^a" -> 0x01, "x" -> 'x', "none" -> nullopt. False when
+// The escape key as a byte, or kNoEscape. (An int, not an optional: GCC 12
+// at -O3 warns about optionals copied around here, a false positive.)
+constexpr int kNoEscape = -1;
+
+// "^]" -> 0x1d, "^a" -> 0x01, "x" -> 'x', "none" -> kNoEscape. False when
 // the text is none of these.
-bool parse_escape(const std::string& text, std::optional<unsigned char>& key) {
+bool parse_escape(const std::string& text, int& key) {
   if (text == "none") {
-    key.reset();
+    key = kNoEscape;
     return true;
   }
   if (text.size() == 1) {
@@ -83,7 +87,7 @@ bool parse_escape(const std::string& text, std::optional<unsigned char>& key) {
   if (text.size() == 2 && text[0] == '^') {
     const unsigned char c = static_cast<unsigned char>(std::toupper(text[1]));
     if (c >= '?' && c <= '_') {
-      key = static_cast<unsigned char>(c ^ 0x40);
+      key = c ^ 0x40;
       return true;
     }
   }
@@ -173,8 +177,7 @@ std::optional<protocol::Frame> next_frame(int fd, protocol::FrameReader& reader,
 
 class Attachment {
  public:
-  Attachment(const ConsoleAttachArgs& args, UniqueFd socket, int signals, bool tty,
-             std::optional<unsigned char> escape)
+  Attachment(const ConsoleAttachArgs& args, UniqueFd socket, int signals, bool tty, int escape)
       : args_(args), socket_(std::move(socket)), signals_(signals), tty_(tty), escape_(escape) {}
 
   int run();
@@ -194,7 +197,7 @@ class Attachment {
   UniqueFd socket_;
   int signals_;  // read end of the signal pipe
   bool tty_;
-  std::optional<unsigned char> escape_;
+  int escape_ = kNoEscape;
   protocol::FrameReader reader_;
   bool writer_ = false;
   bool stdin_open_ = true;
@@ -245,8 +248,8 @@ void Attachment::read_stdin() {
     return;
   }
   std::string_view typed(bytes, static_cast<std::size_t>(got));
-  if (escape_) {
-    if (const std::size_t at = typed.find(static_cast<char>(*escape_)); at != typed.npos) {
+  if (escape_ != kNoEscape) {
+    if (const std::size_t at = typed.find(static_cast<char>(escape_)); at != typed.npos) {
       typed = typed.substr(0, at);
       detached_ = true;
     }
@@ -309,15 +312,17 @@ bool Attachment::flush_socket() {
 int Attachment::run() {
   if (const int status = handshake(); status != 0) return status;
   if (tty_) {
-    say(fmt::format("connected to the console of '{}'{}{}", args_.cell,
-                    writer_ ? "" : " (read-only)",
-                    escape_ ? fmt::format("; {} detaches", args_.escape) : std::string()));
+    say(fmt::format(
+        "connected to the console of '{}'{}{}", args_.cell, writer_ ? "" : " (read-only)",
+        escape_ != kNoEscape ? fmt::format("; {} detaches", args_.escape) : std::string()));
   }
-  const std::optional<Clock::time_point> deadline =
+  // No --timeout: a deadline that never comes.
+  const Clock::time_point deadline =
       args_.timeout_seconds > 0
-          ? std::optional(Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                             std::chrono::duration<double>(args_.timeout_seconds)))
-          : std::nullopt;
+          ? Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                               std::chrono::duration<double>(args_.timeout_seconds))
+          : Clock::time_point::max();
+  const bool has_deadline = args_.timeout_seconds > 0;
   const auto drain = std::chrono::milliseconds(args_.drain_ms);
   // Output that came in the same read as the welcome.
   if (const auto status = process_frames()) return *status;
@@ -327,7 +332,7 @@ int Attachment::run() {
       return 0;
     }
     const Clock::time_point now = Clock::now();
-    if (deadline && now >= *deadline) return 0;
+    if (has_deadline && now >= deadline) return 0;
     if (!stdin_open_ && unsent_.empty() && now - last_output_ >= drain) return 0;
     // A negative fd is skipped: POLLHUP would be reported even with no events.
     const bool want_stdin = stdin_open_ && !detached_ && unsent_.size() < kMaxUnsent;
@@ -339,8 +344,8 @@ int Attachment::run() {
     if (!stdin_open_) {
       wait = std::chrono::duration_cast<std::chrono::milliseconds>(drain - (now - last_output_));
     }
-    if (deadline) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - now);
+    if (has_deadline) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
       wait = wait.count() < 0 ? left : std::min(wait, left);
     }
     const int ready = ::poll(fds, 3, wait.count() < 0 ? -1 : static_cast<int>(wait.count() + 1));
@@ -373,7 +378,7 @@ int Attachment::run() {
 
 int run_console_attach(const ConsoleAttachArgs& args) {
   const bool tty = ::isatty(STDIN_FILENO) == 1;
-  std::optional<unsigned char> escape;
+  int escape = kNoEscape;
   if (!parse_escape(args.escape, escape)) {
     std::cerr << fmt::format(
         "cellink console: --escape '{}' is not a key; use \"^]\" (Ctrl-]), \"^A\", one "
@@ -381,7 +386,7 @@ int run_console_attach(const ConsoleAttachArgs& args) {
         args.escape);
     return 2;
   }
-  if (!tty && !args.escape_given) escape.reset();  // a pipe may carry any byte
+  if (!tty && !args.escape_given) escape = kNoEscape;  // a pipe may carry any byte
   std::string error;
   UniqueFd socket = connect_console(args, error);
   if (!socket) {
