@@ -2,8 +2,8 @@
 // interface a back end (the virtio-console device) drives it through.
 //
 // Guest output goes, in this order, to the log (ConsoleLog), the scrollback
-// (ConsoleScrollback), the PTY (ConsolePty; dropped there only when nobody
-// reads it) and every viewer (ConsoleViewers; a slow one is disconnected).
+// (ConsoleScrollback), the PTY (ConsolePty; dropped there when nobody reads
+// it or its reader is 84 KiB behind) and every viewer (ConsoleViewers; a slow one is disconnected).
 // Guest input comes from two places, merged in arrival order: bytes written
 // into the PTY, and the keys of the one viewer allowed to type. It waits in
 // a bounded queue (kInputLimit) until the back end takes it; while the
