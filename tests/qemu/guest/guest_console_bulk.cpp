@@ -1,9 +1,15 @@
-// cellink-guest-bulk DEVICE BYTES: writes the bulk transfer of
+// cellink-guest-bulk [--wait] DEVICE BYTES: writes the bulk transfer of
 // console_bulk_format.hpp to the terminal DEVICE (/dev/hvc0 for the virtio
 // console, /dev/ttyS1 for QEMU's emulated 16550), in raw mode, and reports
 // on stdout how long the writes took:
 //   "CELLINK-GUEST: bulk DEVICE BYTES bytes written in S s"
 // The host checks every byte and measures the rate on its side.
+//
+// --wait: retry opening DEVICE for up to 120 s. Run from /init at boot
+// (`cellink.run=cellink-guest-bulk cellink.arg=--wait ...`, the console
+// benchmark), /dev/hvc0 opens only once virtio_console has found the back
+// end, some time after virtio_ivshmem.ko loaded; until then opening it fails
+// (ENODEV).
 #include <fcntl.h>
 #include <termios.h>
 #include <unistd.h>
@@ -14,11 +20,25 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "console_bulk_format.hpp"
 
 namespace {
+
+constexpr std::chrono::seconds kWaitForDevice{120};
+constexpr std::chrono::milliseconds kWaitStep{50};
+
+// open(), retried until `wait` passed when `wait` is nonzero.
+int open_device(const char* device, std::chrono::milliseconds wait) {
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  for (;;) {
+    const int fd = ::open(device, O_WRONLY | O_NOCTTY);
+    if (fd >= 0 || std::chrono::steady_clock::now() >= deadline) return fd;
+    std::this_thread::sleep_for(kWaitStep);
+  }
+}
 
 bool write_all(int fd, const char* data, std::size_t size) {
   while (size > 0) {
@@ -37,13 +57,14 @@ bool write_all(int fd, const char* data, std::size_t size) {
 
 int main(int argc, char** argv) {
   using cellink::guest_test::bulk_byte;
-  if (argc != 3) {
-    std::fprintf(stderr, "usage: %s DEVICE BYTES\n", argv[0]);
+  const bool wait = argc == 4 && std::strcmp(argv[1], "--wait") == 0;
+  if (argc != 3 && !wait) {
+    std::fprintf(stderr, "usage: %s [--wait] DEVICE BYTES\n", argv[0]);
     return 2;
   }
-  const char* device = argv[1];
-  const unsigned long long bytes = std::strtoull(argv[2], nullptr, 0);
-  const int fd = ::open(device, O_WRONLY | O_NOCTTY);
+  const char* device = argv[wait ? 2 : 1];
+  const unsigned long long bytes = std::strtoull(argv[wait ? 3 : 2], nullptr, 0);
+  const int fd = open_device(device, wait ? kWaitForDevice : std::chrono::milliseconds{0});
   if (fd < 0) {
     std::printf("CELLINK-GUEST: bulk cannot open %s: %s\n", device, std::strerror(errno));
     return 1;
