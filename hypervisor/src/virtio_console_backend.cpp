@@ -32,7 +32,6 @@ VirtioConsoleBackend::VirtioConsoleBackend(ConsoleLoop& loop, Console& console,
     : loop_(loop), console_(console), options_(std::move(options)) {
   console_.on_input([this] { pump(); });
   console_.on_resize([this](console_protocol::TerminalSize) { resize_guest(); });
-  try_connect();
   poll_timer_ = loop_.every(std::max(kSafetyPoll, options_.connect_retry), [this] {
     if (link_) {
       pump();
@@ -40,10 +39,11 @@ VirtioConsoleBackend::VirtioConsoleBackend(ConsoleLoop& loop, Console& console,
       try_connect();
     }
   });
+  try_connect();
 }
 
 VirtioConsoleBackend::~VirtioConsoleBackend() {
-  loop_.cancel(poll_timer_);
+  if (poll_timer_ >= 0) loop_.cancel(poll_timer_);
   console_.on_input({});
   console_.on_resize({});
   if (!link_) return;
@@ -83,10 +83,15 @@ void VirtioConsoleBackend::try_connect() {
       std::as_bytes(std::span{&config, 1})};
   const vt::VirtioIvshmemError attached = device_.attach(*link, spec);
   if (attached != vt::VirtioIvshmemError::ok) {
-    // A link that cannot carry a console is a configuration problem that a
-    // retry will not fix: say so and keep saying it.
+    // A link that cannot carry a console (the daemon runs another
+    // configuration than ours) is not fixed by retrying, and each retry
+    // would be a join and a leave in the daemon's log: give up, say why.
     console_.set_state(
-        fmt::format("cannot serve link '{}': {}", options_.link, vt::describe(attached)));
+        fmt::format("cannot serve link '{}': {}; give the daemon and "
+                    "`cellink console serve` the same --config",
+                    options_.link, vt::describe(attached)));
+    loop_.cancel(poll_timer_);
+    poll_timer_ = -1;
     return;
   }
   link_ = std::move(link);

@@ -209,5 +209,39 @@ TEST_F(ConsoleBackendTest, AFrontEndThatLeavesAndComesBackGetsAFreshDevice) {
   EXPECT_LT(reader.seen().find("first boot"), reader.seen().find("second boot")) << reader.seen();
 }
 
+// A daemon that runs another configuration than the service: its link has
+// no R/W section, so it cannot carry a console. The service says so, once,
+// instead of joining and leaving the link for ever.
+TEST(ConsoleBackendConfig, ALinkThatCannotCarryAConsoleIsReportedNotRetried) {
+  TempDir temp;
+  const fs::path runtime_dir = temp.path() / "run";
+  const fs::path daemon_config = temp.write_file("daemon.toml", R"([[cell]]
+name = "console"
+
+[[cell]]
+name = "g1"
+
+[[link]]
+name = "g1-console"
+cells = ["console", "g1"]
+rw_section = "0"
+output_section = "64KiB"
+)");
+  Daemon daemon(DaemonSettings{runtime_dir, daemon_config, std::nullopt});
+  const fs::path service_config = temp.write_file("service.toml", kTwoConsoles);
+  ConsoleServiceProcess service(service_config, runtime_dir);
+  service.start({"g1"}, kStep);
+  const std::string state = service.wait_for_state("g1", "cannot serve link 'g1-console'", kStep);
+  EXPECT_NE(state.find("same --config"), std::string::npos) << state;
+  // One attempt: the daemon saw the service's cell attach once, not again at
+  // each of the two retry intervals that pass here.
+  std::this_thread::sleep_for(milliseconds{600});
+  const std::string log = daemon.transcript();
+  const std::string attached = "cell 'console' (peer 0) attached";
+  const std::size_t first = log.find(attached);
+  EXPECT_NE(first, std::string::npos) << log;
+  EXPECT_EQ(log.find(attached, first + 1), std::string::npos) << log;
+}
+
 }  // namespace
 }  // namespace cellink::integration
