@@ -70,7 +70,11 @@ class ConsoleGuestTest : public InmateTest {
   void TearDown() override {
     if (HasFailure()) {
       if (reader_) std::cerr << "===== console PTY =====\n" << reader_->seen() << "\n";
-      if (service_ && service_->started()) std::cerr << service_->process().transcript();
+      if (service_ && service_->started()) {
+        std::cerr << "===== console status =====\n"
+                  << service_->status(cell_).dump(2) << "\n"
+                  << service_->process().transcript();
+      }
     }
     InmateTest::TearDown();
   }
@@ -118,17 +122,26 @@ TEST_F(ConsoleGuestTest, OneMebibyteWrittenToHvc0ArrivesWithNoByteLostDuplicated
   require_guest_image();
   if (IsSkipped()) return;
   start_console("guest");
-  boot_linux();
-  expect_pty("/ # ");
   // Read through a viewer, not the PTY: a PTY reader that falls 84 KiB
   // behind loses output by design (docs/console.md, "The PTY"), and a
   // loaded CI machine can stall this test that long. A viewer gets every
-  // byte (its queue holds 1 MiB beyond the socket).
+  // byte (its queue holds 1 MiB beyond the socket). It attaches before the
+  // guest boots, so it sees the transfer from its first byte.
   Process viewer({CELLINK_BIN, "console", cell_, "--read-only", "--drain", "60000", "--runtime-dir",
                   runtime_dir().string()});
   viewer.close_stdin();
-  reader_->forget_seen();
-  ASSERT_TRUE(reader_->type("cellink-guest-bulk /dev/hvc0 1048576\r"));
+  const auto attached_by = Clock::now() + kConsoleStep;
+  while (Clock::now() < attached_by) {
+    const nlohmann::json status = service_->status(cell_);
+    if (status.is_object() && status.contains("viewers") && !status["viewers"].empty()) break;
+    std::this_thread::sleep_for(milliseconds{10});
+  }
+  ASSERT_FALSE(service_->status(cell_)["viewers"].empty()) << "the viewer never attached";
+  // The guest's init runs the writer itself once /dev/hvc0 exists: this
+  // test is about the bytes, the typed-command path is the shell tests'.
+  boot(cell_, config_,
+       "console=hvc0 cellink.run=cellink-guest-bulk cellink.arg=--wait cellink.arg=/dev/hvc0 "
+       "cellink.arg=1048576");
   guest_test::BulkChecker checker;
   const auto deadline = Clock::now() + kConsoleStep;
   std::size_t fed = 0;
@@ -144,6 +157,7 @@ TEST_F(ConsoleGuestTest, OneMebibyteWrittenToHvc0ArrivesWithNoByteLostDuplicated
   EXPECT_TRUE(checker.done()) << "received " << checker.payload_received() << " of "
                               << checker.expected_bytes()
                               << " payload bytes; viewer: " << viewer.output(Stream::err);
+  expect_guest("bulk /dev/hvc0 1048576 bytes written", kGuestStepTimeout);
 }
 
 TEST_F(ConsoleGuestTest, AGuestKilledAndBootedAgainWritesToTheSamePtyAndLog) {
