@@ -39,7 +39,8 @@ int run_cli(int argc, char** argv) {
   check->add_option("FILE", check_file, "Configuration file")->required();
   check->add_option("--runtime-dir", runtime_dir, runtime_help);
 
-  CLI::App* status = app.add_subcommand("status", "Show links, peers, states and doorbells, and the consoles");
+  CLI::App* status =
+      app.add_subcommand("status", "Show links, peers, states and doorbells, and the consoles");
   bool status_json = false;
   status->add_flag("--json", status_json, "Print the daemon's JSON document");
   status->add_option("--runtime-dir", runtime_dir, runtime_help);
